@@ -1,0 +1,1 @@
+"""FHIR R4 models, formats and definitions (pure, no I/O)."""
