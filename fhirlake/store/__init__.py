@@ -1,0 +1,1 @@
+"""Persistence: PostgreSQL through SQLAlchemy Core (one dialect, no ORM)."""
