@@ -173,3 +173,37 @@ def test_not_an_object() -> None:
 def test_issue_as_operation_outcome() -> None:
     issue = validate_resource(_with(_patient(), colour="red"))[0]
     assert issue.to_operation_outcome_issue()["expression"] == ["Patient.colour"]
+
+
+# Never valid in any position of a resource ...
+ALWAYS_INVALID = [None, [], {}, [None], [{}], "", {"x": 1}, [[1]], {"resourceType": "Patient"}]
+# ... and valid in some positions only.
+SOMETIMES_VALID = [1.5, -1, True, " x", "x", ["x"], {"text": "x"}]
+
+
+def _leaf_paths(value: Any, path: tuple = ()) -> list[tuple]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _leaf_paths(v, (*path, k))] + [path]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _leaf_paths(v, (*path, i))] + [path]
+    return [path]
+
+
+def _replaced(resource: dict, path: tuple, new: Any) -> dict:
+    out = copy.deepcopy(resource)
+    holder = out
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = new
+    return out
+
+
+@pytest.mark.parametrize("base", [_patient(), _observation()], ids=["Patient", "Observation"])
+def test_garbage_anywhere_is_reported_not_raised(base: dict) -> None:
+    for path in _leaf_paths(base):
+        if not path or path == ("resourceType",):
+            continue
+        for junk in ALWAYS_INVALID:
+            assert validate_resource(_replaced(base, path, junk)), (path, junk)
+        for junk in SOMETIMES_VALID:
+            assert isinstance(validate_resource(_replaced(base, path, junk)), list)

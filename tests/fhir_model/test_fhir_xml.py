@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fhir_model_data import official_examples
+from fhir_model_data import official_examples, read_ndjson
 from lxml import etree
 
 from fhirlake.fhir.xml import XmlFormatError, resource_to_xml, xml_to_resource
@@ -113,3 +114,10 @@ def test_contained_and_str_input() -> None:
     out = xml_to_resource(xml)
     assert out["contained"] == [{"resourceType": "Patient", "id": "p"}]
     assert out["subject"] == {"reference": "#p"}
+
+
+def test_round_trip_synthea(synthea_file: Path) -> None:
+    resources = read_ndjson(synthea_file)
+    assert resources
+    for resource in resources:
+        assert xml_to_resource(resource_to_xml(resource)) == resource
