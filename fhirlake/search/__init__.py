@@ -1,0 +1,1 @@
+"""FHIR R4 search: index extraction at write time, typed index tables, SQL planning, Bundles."""

@@ -1,0 +1,191 @@
+"""Write path: extract search values from resources into the typed index tables.
+
+Called by the store inside the transaction of the resource write. Per resource type the
+parameters' expressions are compiled once into extractors (fhirlake.search.extract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, text
+
+from fhirlake.search import rows as R
+from fhirlake.search.extract import compile_extractor, compile_items
+from fhirlake.search.registry import RESOURCE_COLUMN_PARAMS, SearchParam, registry
+
+Indexer = Callable[[R.Rows, int, dict], None]
+
+TABLE_COLUMNS = {
+    "token": "rid, pid, grp, system, code",
+    "string": "rid, pid, grp, norm, exact",
+    "date": "rid, pid, grp, lo, hi",
+    "number": "rid, pid, grp, system, code, unit, lo, hi",
+    "reference": "rid, pid, target_type, target_id, url",
+    "uri": "rid, pid, grp, uri",
+}
+
+
+def _value_writer(param_type: str, param: SearchParam, pid: int) -> Callable[[R.Rows, int, int, Any, str], None] | None:
+    text_pid, of_type_pid, identifier_pid = param.sub_pid("text"), param.sub_pid("of-type"), param.sub_pid("identifier")
+    if param_type == "token":
+        return lambda rows, rid, grp, v, c: R.token_rows(rows, rid, pid, grp, v, c, text_pid, of_type_pid)
+    if param_type == "string":
+        return lambda rows, rid, grp, v, c: R.string_rows(rows, rid, pid, grp, v, c)
+    if param_type == "date":
+        return lambda rows, rid, grp, v, c: R.date_rows(rows, rid, pid, grp, v, c)
+    if param_type in ("number", "quantity"):
+        return lambda rows, rid, grp, v, c: R.number_rows(rows, rid, pid, grp, v, c)
+    if param_type == "reference":
+        return lambda rows, rid, grp, v, c: R.reference_rows(rows, rid, pid, v, c, identifier_pid)
+    if param_type == "uri":
+        return lambda rows, rid, grp, v, c: R.uri_rows(rows, rid, pid, grp, v)
+    return None
+
+
+def _simple_indexer(param: SearchParam) -> Indexer | None:
+    assert param.expression is not None
+    writer = _value_writer(param.type, param, param.pid)
+    if writer is None:
+        return None
+    extract = compile_extractor(param.expression, param.res_type)
+
+    def index(rows: R.Rows, rid: int, resource: dict) -> None:
+        for value, code in extract(resource):
+            writer(rows, rid, 0, value, code)
+
+    return index
+
+
+def _composite_indexer(param: SearchParam) -> Indexer | None:
+    """Each element selected by the composite's expression gets its own grp number; component i
+    is indexed under pid ``code:c<i>`` so a query can join the components on (rid, grp)."""
+    assert param.expression is not None
+    elements = compile_items(param.expression, param.res_type)
+    parts = []
+    for i, component in enumerate(param.components):
+        writer = _value_writer(component.type, param, param.sub_pid(f"c{i}"))
+        if writer is None:
+            return None
+        parts.append((component.expression, writer))
+    compiled: dict[str, list] = {}
+
+    def index(rows: R.Rows, rid: int, resource: dict) -> None:
+        grp = 0
+        for node, _code, parent in elements([(resource, param.res_type, param.res_type)]):
+            grp += 1
+            runners = compiled.get(parent)
+            if runners is None:
+                runners = compiled[parent] = [(compile_items(e, parent), w) for e, w in parts]
+            for run, writer in runners:
+                for value, code, _p in run([(node, parent, parent)]):
+                    writer(rows, rid, grp, value, code)
+
+    return index
+
+
+@cache
+def type_indexer(res_type: str) -> Indexer:
+    indexers: list[Indexer] = []
+    for param in registry().params(res_type).values():
+        if param.code in RESOURCE_COLUMN_PARAMS or not param.expression:
+            continue
+        built = _composite_indexer(param) if param.type == "composite" else _simple_indexer(param)
+        if built is not None:
+            indexers.append(built)
+
+    def index(rows: R.Rows, rid: int, resource: dict) -> None:
+        for indexer in indexers:
+            indexer(rows, rid, resource)
+
+    return index
+
+
+def extract_rows(items: Sequence[tuple[int, str, dict]]) -> R.Rows:
+    rows = R.Rows()
+    for rid, res_type, resource in items:
+        type_indexer(res_type)(rows, rid, resource)
+    # A CodeableConcept's text often repeats its codings' display: drop exact duplicates.
+    rows.string = list(dict.fromkeys(rows.string))
+    rows.token = list(dict.fromkeys(rows.token))
+    return rows
+
+
+_DELETE_ALL = (
+    "WITH a AS (DELETE FROM sp_token WHERE rid = ANY(%(r)s)),"
+    " b AS (DELETE FROM sp_string WHERE rid = ANY(%(r)s)),"
+    " c AS (DELETE FROM sp_date WHERE rid = ANY(%(r)s)),"
+    " d AS (DELETE FROM sp_number WHERE rid = ANY(%(r)s)),"
+    " e AS (DELETE FROM sp_reference WHERE rid = ANY(%(r)s))"
+    " DELETE FROM sp_uri WHERE rid = ANY(%(r)s)"
+)
+
+
+def remove_index(conn: Connection, rids: Sequence[int]) -> None:
+    """Drop the index rows of these resources (on delete)."""
+    if rids:
+        conn.exec_driver_sql(_DELETE_ALL, {"r": list(rids)})
+
+
+def write_rows(conn: Connection, rows: R.Rows) -> None:
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        for table, columns in TABLE_COLUMNS.items():
+            data = getattr(rows, table)
+            if not data:
+                continue
+            with cur.copy(f"COPY sp_{table} ({columns}) FROM STDIN") as copy:
+                for row in data:
+                    copy.write_row(row)
+
+
+def index_resources(conn: Connection, items: Sequence[tuple[int, str, dict]], replace: bool = True) -> None:
+    """(Re)index resources: replaces all index rows of these rids. ``replace=False`` skips the
+    delete for rids known to be new (bulk create)."""
+    if not items:
+        return
+    rows = extract_rows(items)
+    if replace:
+        remove_index(conn, [rid for rid, _t, _r in items])
+    write_rows(conn, rows)
+
+
+REINDEX_STATE = "all"
+
+
+def reindex(engine: Engine, progress_callback: Callable[[int, int], None] | None = None, batch_size: int = 1000,
+            restart: bool = False) -> int:
+    """Rebuild the index rows of every live resource, batch by batch, one transaction per batch.
+    Resumable: the last rid done is remembered in search_reindex_state. Returns rows reindexed."""
+    with engine.begin() as conn:
+        if restart:
+            conn.execute(text("DELETE FROM search_reindex_state WHERE name = :n"), {"n": REINDEX_STATE})
+        last = conn.execute(text("SELECT last_rid FROM search_reindex_state WHERE name = :n"), {"n": REINDEX_STATE}).scalar()
+        total = conn.execute(text("SELECT count(*) FROM resource WHERE NOT deleted")).scalar() or 0
+    last = last or 0
+    done = 0
+    while True:
+        with engine.begin() as conn:
+            batch = conn.exec_driver_sql(
+                "SELECT r.rid, r.res_type, v.content FROM resource r"
+                " JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+                " WHERE r.rid > %s AND NOT r.deleted ORDER BY r.rid LIMIT %s",
+                (last, batch_size),
+            ).all()
+            if not batch:
+                conn.execute(text("DELETE FROM search_reindex_state WHERE name = :n"), {"n": REINDEX_STATE})
+                break
+            index_resources(conn, [(rid, t, orjson.loads(c)) for rid, t, c in batch])
+            last = batch[-1][0]
+            conn.exec_driver_sql(
+                "INSERT INTO search_reindex_state (name, last_rid) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET last_rid = EXCLUDED.last_rid, updated_at = now()",
+                (REINDEX_STATE, last),
+            )
+        done += len(batch)
+        if progress_callback:
+            progress_callback(done, total)
+    return done

@@ -1,0 +1,158 @@
+"""The R4 search parameters, per resource type, loaded once from the official definitions.
+
+Every (resource type, parameter code) gets a stable 32-bit id (``pid``) derived from its name:
+index rows carry it instead of text, which keeps the index tables and their B-trees compact and
+needs no lookup table that could drift between processes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import orjson
+
+from fhirlake.fhir import structure
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+SEARCH_PARAMETERS = RESOURCES / "search-parameters.json"
+PATIENT_COMPARTMENT = RESOURCES / "compartments" / "compartmentdefinition-patient.json"
+
+# Parameters that the planner answers from the resource table itself (no index rows needed).
+RESOURCE_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+
+
+def param_id(res_type: str, key: str) -> int:
+    """Stable signed 32-bit id of an index key ("Observation", "code" or "code:text")."""
+    value = zlib.crc32(f"{res_type}.{key}".encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+@dataclass(frozen=True)
+class Component:
+    definition: str
+    expression: str
+    type: str  # search type of the referenced parameter
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    res_type: str
+    code: str
+    type: str  # number date string token reference composite quantity uri special
+    expression: str | None  # the part of the official expression that applies to res_type
+    url: str
+    description: str
+    targets: tuple[str, ...] = ()
+    components: tuple[Component, ...] = ()
+    pid: int = 0
+
+    def sub_pid(self, suffix: str) -> int:
+        """Id of a derived index key: "text" (token display text), "identifier", "of-type", "c0".."""
+        return param_id(self.res_type, f"{self.code}:{suffix}")
+
+
+def split_union(expression: str) -> list[str]:
+    """Split an expression on top-level ``|`` (not inside parentheses or quotes)."""
+    parts, depth, quote, start = [], 0, False, 0
+    for i, ch in enumerate(expression):
+        if ch == "'":
+            quote = not quote
+        elif quote:
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(expression[start:i].strip())
+            start = i + 1
+    parts.append(expression[start:].strip())
+    return [p for p in parts if p]
+
+
+def _root_name(part: str) -> str:
+    stripped = part.lstrip("(").strip()
+    end = 0
+    while end < len(stripped) and (stripped[end].isalnum() or stripped[end] == "_"):
+        end += 1
+    return stripped[:end]
+
+
+def _expression_for(expression: str | None, res_type: str, bases: list[str]) -> str | None:
+    if not expression:
+        return None
+    own = []
+    for part in split_union(expression):
+        root = _root_name(part)
+        if root == res_type:
+            own.append(part)
+        elif root in ("Resource", "DomainResource") and root in bases:
+            own.append(res_type + part.lstrip("(")[len(root):] if not part.startswith("(") else
+                       "(" + res_type + part[1 + len(root):])
+    return " | ".join(own) if own else None
+
+
+class Registry:
+    def __init__(self) -> None:
+        bundle = orjson.loads(SEARCH_PARAMETERS.read_bytes())
+        definitions = [entry["resource"] for entry in bundle["entry"]]
+        by_url = {d["url"]: d for d in definitions}
+        all_types = structure.resource_types()
+        self.by_type: dict[str, dict[str, SearchParam]] = {t: {} for t in all_types}
+        for d in definitions:
+            bases = d["base"]
+            types = all_types if any(b in ("Resource", "DomainResource") for b in bases) else bases
+            for res_type in types:
+                if res_type not in self.by_type:
+                    continue
+                components = tuple(
+                    Component(c["definition"], c["expression"], by_url.get(c["definition"], {}).get("type", "token"))
+                    for c in d.get("component", ())
+                )
+                param = SearchParam(
+                    res_type=res_type,
+                    code=d["code"],
+                    type=d["type"],
+                    expression=_expression_for(d.get("expression"), res_type, bases),
+                    url=d["url"],
+                    description=d.get("description", ""),
+                    targets=tuple(d.get("target", ())),
+                    components=components,
+                    pid=param_id(res_type, d["code"]),
+                )
+                self.by_type[res_type][d["code"]] = param
+        self._check_unique_pids()
+        self.patient_compartment: dict[str, tuple[str, ...]] = {}
+        compartment = orjson.loads(PATIENT_COMPARTMENT.read_bytes())
+        for entry in compartment["resource"]:
+            if entry.get("param"):
+                self.patient_compartment[entry["code"]] = tuple(entry["param"])
+
+    def _check_unique_pids(self) -> None:
+        seen: dict[int, str] = {}
+        for res_type, params in self.by_type.items():
+            for code in params:
+                for key in (code, f"{code}:text", f"{code}:identifier", f"{code}:of-type"):
+                    pid = param_id(res_type, key)
+                    name = f"{res_type}.{key}"
+                    if seen.setdefault(pid, name) != name:
+                        raise RuntimeError(f"search parameter id collision: {name} and {seen[pid]}")
+
+    def get(self, res_type: str, code: str) -> SearchParam | None:
+        return self.by_type.get(res_type, {}).get(code)
+
+    def params(self, res_type: str) -> dict[str, SearchParam]:
+        return self.by_type.get(res_type, {})
+
+    def compartment_params(self, res_type: str) -> tuple[SearchParam, ...]:
+        """Reference parameters that put a resource of res_type in a Patient's compartment."""
+        codes = self.patient_compartment.get(res_type, ())
+        return tuple(p for c in codes if (p := self.get(res_type, c)) is not None)
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    return Registry()
