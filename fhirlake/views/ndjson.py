@@ -1,0 +1,39 @@
+"""evaluate_ndjson(): raw NDJSON lines in, Arrow record batches out.
+
+The vectorized back end (``fast.py``) runs when the view is inside its subset; otherwise each line is
+parsed with decimals kept exact (``decimal.Decimal``) and rows come from the closures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from .compiler import CompiledView
+
+_decoder = json.JSONDecoder(parse_float=Decimal)
+
+
+def parse_line(line: bytes | str) -> dict:
+    """One NDJSON line -> dict, decimals as exact Decimals (their text is what the view writes)."""
+    text = line.decode("utf-8-sig") if isinstance(line, (bytes, bytearray, memoryview)) else line
+    return _decoder.decode(text)
+
+
+def _resources(lines: Iterable[bytes]) -> Iterator[dict]:
+    for line in lines:
+        if line.strip():
+            yield parse_line(line)
+
+
+def evaluate_lines_with_closures(view: CompiledView, lines: Iterable[bytes], batch_size: int) -> Iterator[pa.RecordBatch]:
+    return view.to_arrow(_resources(lines), batch_size=batch_size)
+
+
+def evaluate_lines(view: CompiledView, lines: Iterable[bytes], batch_size: int) -> Iterator[pa.RecordBatch]:
+    return evaluate_lines_with_closures(view, lines, batch_size)
