@@ -92,8 +92,16 @@ def select_rows(plan: SelectPlan, node: Any, env: dict[str, Any]) -> list[Row]:
         item_env["rowIndex"] = index
         rows.extend(_focus_rows(plan, item, item_env))
     if not items and plan.mode == "forEachOrNull":
-        return [(None,) * plan.width]
+        return [_null_row(plan, env)]
     return rows
+
+
+def _null_row(plan: SelectPlan, env: dict[str, Any]) -> Row:
+    """forEachOrNull over nothing: one row; own columns see an empty focus and %rowIndex 0."""
+    null_env = dict(env)
+    null_env["rowIndex"] = 0
+    own = tuple(_cell(col, [], null_env) for col in plan.columns)
+    return own + (None,) * (plan.width - len(own))
 
 
 def _focus_rows(plan: SelectPlan, node: Any, env: dict[str, Any]) -> list[Row]:
