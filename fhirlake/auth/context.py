@@ -142,7 +142,9 @@ class AccessContext:
             filters = {resource_type: [list(s.query) for s in chosen]}
         return AccessConstraint(patient_id=self.patient_id if patient_scopes else None, filters=filters)
 
-    def can_write_resource(self, resource_type: str, resource: dict[str, Any], interaction: str = "update") -> bool:
+    def can_write_resource(
+        self, resource_type: str, resource: dict[str, Any], interaction: str = "update"
+    ) -> bool:
         """May this token write ``resource`` (the new content) with ``interaction`` (create/update/patch/delete)?
 
         Patient scopes need the resource inside the patient's compartment; query-restricted scopes
@@ -158,13 +160,19 @@ class AccessContext:
         if letter not in {"c", "u", "d"}:
             return False
         for scope in self._applicable(letter, resource_type):
-            if scope.context == "patient" and not in_patient_compartment(resource, self.patient_id or "", self.base_url):
+            if scope.context == "patient" and not in_patient_compartment(
+                resource, self.patient_id or "", self.base_url
+            ):
                 continue
             if scope.query and not matches_query(resource, scope.query):
                 continue
             return True
         return False
 
-    def require_write(self, resource_type: str, resource: dict[str, Any], interaction: str = "update") -> None:
+    def require_write(
+        self, resource_type: str, resource: dict[str, Any], interaction: str = "update"
+    ) -> None:
         if not self.can_write_resource(resource_type, resource, interaction):
-            raise ForbiddenError(f"the access token's scopes do not permit this {interaction} of {resource_type}")
+            raise ForbiddenError(
+                f"the access token's scopes do not permit this {interaction} of {resource_type}"
+            )

@@ -117,7 +117,10 @@ def matches_query(resource: dict[str, Any], query: tuple[tuple[str, str], ...]) 
         kind, paths = compiled
         alternatives = wanted.split(",")
         if not any(
-            _value_matches(kind, value, alt) for path in paths for value in _walk(resource, path) for alt in alternatives
+            _value_matches(kind, value, alt)
+            for path in paths
+            for value in _walk(resource, path)
+            for alt in alternatives
         ):
             return False
     return True

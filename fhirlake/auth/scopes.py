@@ -26,7 +26,9 @@ V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
 # Reading the audit trail is its own right (issue 7), not a side effect of ``system/*.rs``.
 PROTECTED_TYPES = frozenset({"AuditEvent"})
 
-_RESOURCE_SCOPE = re.compile(r"^(?P<ctx>[a-z]+)/(?P<type>\*|[A-Z][A-Za-z]{0,63})\.(?P<perm>[a-z*]+)(?:\?(?P<query>.*))?$")
+_RESOURCE_SCOPE = re.compile(
+    r"^(?P<ctx>[a-z]+)/(?P<type>\*|[A-Z][A-Za-z]{0,63})\.(?P<perm>[a-z*]+)(?:\?(?P<query>.*))?$"
+)
 
 
 class ScopeError(ValueError):
@@ -61,7 +63,9 @@ class Scope:
             return self.raw
         text = f"{self.context}/{self.resource_type}.{self.permissions}"
         if self.query:
-            text += "?" + "&".join(f"{quote(k, safe='-_.:')}={quote(v, safe='-_.:|/')}" for k, v in self.query)
+            text += "?" + "&".join(
+                f"{quote(k, safe='-_.:')}={quote(v, safe='-_.:|/')}" for k, v in self.query
+            )
         return text
 
 
@@ -87,7 +91,9 @@ def parse_scope(text: str, strict: bool = False) -> Scope:
     permissions = _canonical_permissions(match["perm"])
     if permissions is None:
         if strict:
-            raise ScopeError(f"invalid permissions in scope {text!r} (use read, write, * or letters of 'cruds' in order)")
+            raise ScopeError(
+                f"invalid permissions in scope {text!r} (use read, write, * or letters of 'cruds' in order)"
+            )
         return Scope(raw=text)
     query: tuple[tuple[str, str], ...] = ()
     if match["query"] is not None:
@@ -98,7 +104,9 @@ def parse_scope(text: str, strict: bool = False) -> Scope:
                 raise ScopeError(f"malformed query in scope {text!r}") from exc
             return Scope(raw=text)
         query = tuple(sorted(set(pairs)))
-    return Scope(raw=text, context=match["ctx"], resource_type=match["type"], permissions=permissions, query=query)
+    return Scope(
+        raw=text, context=match["ctx"], resource_type=match["type"], permissions=permissions, query=query
+    )
 
 
 def parse_scopes(text: str | Iterable[str] | None, strict: bool = False) -> tuple[Scope, ...]:
@@ -130,8 +138,16 @@ def _intersect_one(asked: Scope, granted: Scope) -> Scope | None:
     query = tuple(sorted(set(asked.query) | set(granted.query)))
     if (resource_type, letters, query) == (asked.resource_type, asked.permissions, asked.query):
         return asked  # fully granted: keep the client's own spelling (v1 clients expect v1 back)
-    result = Scope(raw="", context=asked.context, resource_type=resource_type, permissions=letters, query=query)
-    return Scope(raw=result.to_v2(), context=result.context, resource_type=resource_type, permissions=letters, query=query)
+    result = Scope(
+        raw="", context=asked.context, resource_type=resource_type, permissions=letters, query=query
+    )
+    return Scope(
+        raw=result.to_v2(),
+        context=result.context,
+        resource_type=resource_type,
+        permissions=letters,
+        query=query,
+    )
 
 
 def intersect_scopes(requested: Iterable[Scope], registered: Iterable[Scope]) -> tuple[Scope, ...]:

@@ -115,7 +115,9 @@ def test_patient_context_writes_stay_in_compartment() -> None:
     assert not ctx("patient/Observation.rs", owner).can_write_resource("Observation", mine, "create")
     # absolute reference to this server counts; to another server it does not
     absolute = dict(mine, subject={"reference": f"https://fhir.example.org/r4/Patient/{owner}"})
-    here = AccessContext(scopes=parse_scopes("patient/Observation.c"), patient_id=owner, base_url="https://fhir.example.org/r4")
+    here = AccessContext(
+        scopes=parse_scopes("patient/Observation.c"), patient_id=owner, base_url="https://fhir.example.org/r4"
+    )
     assert here.can_write_resource("Observation", absolute, "create")
     assert not context.can_write_resource("Observation", absolute, "create")
 
@@ -128,15 +130,32 @@ def test_patient_resource_itself() -> None:
 
 def test_query_restricted_writes() -> None:
     observations = _load("Observation")
-    lab = next(o for o in observations if any(c["code"] == "laboratory" for cat in o.get("category", []) for c in cat["coding"]))
-    vital = next(o for o in observations if any(c["code"] == "vital-signs" for cat in o.get("category", []) for c in cat["coding"]))
+    lab = next(
+        o
+        for o in observations
+        if any(c["code"] == "laboratory" for cat in o.get("category", []) for c in cat["coding"])
+    )
+    vital = next(
+        o
+        for o in observations
+        if any(c["code"] == "vital-signs" for cat in o.get("category", []) for c in cat["coding"])
+    )
     system = "http://terminology.hl7.org/CodeSystem/observation-category"
-    for scope in ("system/Observation.cu?category=laboratory", f"system/Observation.cu?category={system}|laboratory"):
+    for scope in (
+        "system/Observation.cu?category=laboratory",
+        f"system/Observation.cu?category={system}|laboratory",
+    ):
         context = ctx(scope)
         assert context.can_write_resource("Observation", lab, "create")
         assert not context.can_write_resource("Observation", vital, "create")
-    assert not ctx("system/Observation.cu?category=other|laboratory").can_write_resource("Observation", lab, "create")
-    assert ctx("system/Observation.cu?category=vital-signs,laboratory").can_write_resource("Observation", vital, "create")
+    assert not ctx("system/Observation.cu?category=other|laboratory").can_write_resource(
+        "Observation", lab, "create"
+    )
+    assert ctx("system/Observation.cu?category=vital-signs,laboratory").can_write_resource(
+        "Observation", vital, "create"
+    )
     # a parameter this check cannot evaluate refuses (never allows by accident)
     assert not ctx("system/Observation.cu?value-quantity=5").can_write_resource("Observation", lab, "create")
-    assert ctx("system/Observation.cu?category=vital-signs system/Observation.cu").can_write_resource("Observation", lab, "create")
+    assert ctx("system/Observation.cu?category=vital-signs system/Observation.cu").can_write_resource(
+        "Observation", lab, "create"
+    )

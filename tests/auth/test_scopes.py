@@ -18,7 +18,13 @@ PARSE_TABLE = [
     ("patient/Condition.cruds", "patient", "Condition", "cruds", ()),
     ("patient/Condition.cd", "patient", "Condition", "cd", ()),
     ("user/Encounter.s", "user", "Encounter", "s", ()),
-    ("patient/Observation.rs?category=laboratory", "patient", "Observation", "rs", (("category", "laboratory"),)),
+    (
+        "patient/Observation.rs?category=laboratory",
+        "patient",
+        "Observation",
+        "rs",
+        (("category", "laboratory"),),
+    ),
     (
         "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
         "patient",
@@ -40,12 +46,18 @@ PARSE_TABLE = [
 @pytest.mark.parametrize(("raw", "context", "rtype", "perms", "query"), PARSE_TABLE)
 def test_parse_resource_scopes(raw: str, context: str, rtype: str, perms: str, query: tuple) -> None:
     scope = parse_scope(raw, strict=True)
-    assert (scope.context, scope.resource_type, scope.permissions, scope.query) == (context, rtype, perms, query)
+    assert (scope.context, scope.resource_type, scope.permissions, scope.query) == (
+        context,
+        rtype,
+        perms,
+        query,
+    )
     assert scope.raw == raw
 
 
 @pytest.mark.parametrize(
-    "raw", ["openid", "fhirUser", "launch/patient", "launch", "offline_access", "profile", "fhirlake/deid-export"]
+    "raw",
+    ["openid", "fhirUser", "launch/patient", "launch", "offline_access", "profile", "fhirlake/deid-export"],
 )
 def test_non_resource_scopes_grant_nothing(raw: str) -> None:
     scope = parse_scope(raw, strict=True)
@@ -91,7 +103,11 @@ INTERSECTION_TABLE = [
     ("user/*.rs", "system/*.rs", ""),  # context never widens
     ("system/*.rs", "patient/*.rs", ""),
     ("system/Patient.rs", "system/Observation.rs", ""),
-    ("system/Observation.rs", "system/Observation.rs?category=laboratory", "system/Observation.rs?category=laboratory"),
+    (
+        "system/Observation.rs",
+        "system/Observation.rs?category=laboratory",
+        "system/Observation.rs?category=laboratory",
+    ),
     (
         "system/Observation.rs?status=final",
         "system/Observation.rs?category=laboratory",

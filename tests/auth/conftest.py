@@ -1,0 +1,132 @@
+"""Fixtures: test-owned signing keys, a JWKS served from a file and from a local HTTP server,
+and a fresh PostgreSQL database per test session (dropped afterwards)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from sqlalchemy import Engine, create_engine, text
+
+from fhirlake.store.db import make_engine
+from fhirlake.store.migrate import upgrade
+
+ADMIN_URL = os.environ.get("FHIRLAKE_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class SigningKey:
+    """A signing key owned by the tests, with its public JWK."""
+
+    kid: str
+    alg: str
+    private: Any
+
+    @classmethod
+    def rsa(cls, alg: str = "RS256", kid: str | None = None) -> SigningKey:
+        return cls(
+            kid or secrets.token_hex(4), alg, rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        )
+
+    @classmethod
+    def ec(cls, alg: str = "ES384", kid: str | None = None) -> SigningKey:
+        curve = ec.SECP384R1() if alg == "ES384" else ec.SECP256R1()
+        return cls(kid or secrets.token_hex(4), alg, ec.generate_private_key(curve))
+
+    def public_jwk(self) -> dict[str, Any]:
+        algo = RSAAlgorithm if self.alg.startswith("RS") else ECAlgorithm
+        jwk = algo.to_jwk(self.private.public_key(), as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+    def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+        return jwt.encode(
+            claims, self.private, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})}
+        )
+
+
+def jwks_of(*keys: SigningKey) -> dict[str, Any]:
+    return {"keys": [k.public_jwk() for k in keys]}
+
+
+@dataclass
+class JwksServer:
+    """A tiny HTTP server on 127.0.0.1 serving a JWKS that tests may swap (key rotation)."""
+
+    document: dict[str, Any] = field(default_factory=lambda: {"keys": []})
+    requests: int = 0
+    url: str = ""
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                owner.requests += 1
+                if self.path.endswith("/.well-known/openid-configuration"):
+                    body = json.dumps({"issuer": owner.url, "jwks_uri": owner.url + "/jwks"}).encode()
+                else:
+                    body = json.dumps(owner.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    name = f"fhirlake_auth_test_{secrets.token_hex(4)}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    db = make_engine(ADMIN_URL.rsplit("/", 1)[0] + "/" + name, pool_size=12)
+    try:
+        upgrade(db)
+        yield db
+    finally:
+        db.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def now() -> int:
+    return int(time.time())
+
+
+@pytest.fixture
+def tmp_jwks_file(tmp_path: Path) -> Path:
+    return tmp_path / "jwks.json"
