@@ -151,7 +151,7 @@ def _rule(index: int, raw: Any) -> Rule:
         raise _fail(f"{label}: unsupported method {method_name!r}; expected one of {sorted(METHODS.values())}")
     method = METHODS[method_name.lower()]
     label = f"rule {index} ({path!r}, {method})"
-    extra = set(raw) - {"path", "method"}
+    extra = set(raw) - {"path", "method", "comment", "hipaa"}  # comment/hipaa: documentation only
     unknown = sorted(extra - _RULE_KEYS[method])
     if unknown:
         raise _fail(f"{label}: unknown setting(s) for {method}: {', '.join(unknown)}")
