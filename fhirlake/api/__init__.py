@@ -1,0 +1,1 @@
+"""HTTP only: parse requests, call services, render results. No SQL here."""

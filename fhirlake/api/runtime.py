@@ -1,0 +1,27 @@
+"""What the request handlers share: settings and the database engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, request
+from sqlalchemy import Engine
+
+from fhirlake.config import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["fhirlake"]
+
+
+def base_url() -> str:
+    configured = runtime().settings.base_url
+    if configured:
+        return configured.rstrip("/")
+    return request.url_root.rstrip("/")

@@ -1,0 +1,1 @@
+"""The `fhirlake` command line."""

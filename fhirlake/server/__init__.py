@@ -1,0 +1,1 @@
+"""Process management: the private PostgreSQL cluster and the serving processes."""

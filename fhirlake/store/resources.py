@@ -1,0 +1,278 @@
+"""Reading and writing resource versions.
+
+Every write goes through :func:`write_resources`, inside the caller's transaction, so that a
+transaction bundle, an import batch and a single create share one code path: lock or create the
+logical rows, stamp ``meta``, append versions, move the current pointers, update search indexes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from sqlalchemy import Connection, text
+
+from fhirlake.fhir.outcome import FhirError
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    rid: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: datetime
+    method: str
+    content: str | None  # None for a delete tombstone
+
+    @property
+    def deleted(self) -> bool:
+        return self.method == "delete"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(slots=True)
+class WriteOp:
+    """One change. ``resource`` is None for a delete; ``expected_version`` implements If-Match."""
+
+    res_type: str
+    res_id: str
+    resource: dict | None
+    expected_version: int | None = None
+    # create-only: fail with 409 instead of updating when the id already exists
+    must_be_new: bool = False
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def format_instant(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _now_ms() -> datetime:
+    # Millisecond precision: the JSON meta.lastUpdated and the column must compare equal.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=(now.microsecond // 1000) * 1000)
+
+
+_READ_CURRENT = text(
+    """
+    SELECT r.rid, v.version, v.last_updated, v.method, v.content
+    FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version
+    WHERE r.res_type = :t AND r.res_id = :i
+    """
+)
+
+_READ_VERSION = text(
+    """
+    SELECT v.rid, v.version, v.last_updated, v.method, v.content
+    FROM resource_version v JOIN resource r ON r.rid = v.rid
+    WHERE r.res_type = :t AND r.res_id = :i AND v.version = :v
+    """
+)
+
+
+def read_current(conn: Connection, res_type: str, res_id: str) -> StoredVersion | None:
+    row = conn.execute(_READ_CURRENT, {"t": res_type, "i": res_id}).first()
+    if row is None:
+        return None
+    return StoredVersion(row[0], res_type, res_id, row[1], row[2], row[3], row[4])
+
+
+def read_version(conn: Connection, res_type: str, res_id: str, version: int) -> StoredVersion | None:
+    row = conn.execute(_READ_VERSION, {"t": res_type, "i": res_id, "v": version}).first()
+    if row is None:
+        return None
+    return StoredVersion(row[0], res_type, res_id, row[1], row[2], row[3], row[4])
+
+
+def read_current_many(conn: Connection, rids: Sequence[int]) -> dict[int, str]:
+    """Current JSON text of many live resources by rid (search results, includes)."""
+    if not rids:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT r.rid, v.content FROM resource r JOIN resource_version v"
+            " ON v.rid = r.rid AND v.version = r.version WHERE r.rid = ANY(:rids) AND NOT r.deleted"
+        ),
+        {"rids": list(rids)},
+    )
+    return {rid: content for rid, content in rows}
+
+
+def stamp_meta(resource: dict, version: int, last_updated: datetime) -> dict:
+    """Return the resource with server-owned meta fields set; key order otherwise kept."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(last_updated)
+    if "meta" in resource:
+        out = dict(resource)
+        out["meta"] = meta
+        return out
+    # Put meta right after id (where servers conventionally serve it).
+    out = {}
+    placed = False
+    for key, value in resource.items():
+        out[key] = value
+        if key == "id":
+            out["meta"] = meta
+            placed = True
+    if not placed:
+        out["meta"] = meta
+    return out
+
+
+def _lock_existing(conn: Connection, res_type: str, ids: list[str]) -> dict[str, tuple[int, int, bool]]:
+    rows = conn.execute(
+        text(
+            "SELECT res_id, rid, version, deleted FROM resource"
+            " WHERE res_type = :t AND res_id = ANY(:ids) ORDER BY rid FOR UPDATE"
+        ),
+        {"t": res_type, "ids": ids},
+    )
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = True) -> list[StoredVersion]:
+    """Apply ``ops`` in order inside the caller's transaction and return the new versions.
+
+    Raises FhirError 409/412 on version conflicts; the caller's transaction then rolls back.
+    Each (type, id) may appear at most once per call.
+    """
+    if not ops:
+        return []
+    now = _now_ms()
+    by_type: dict[str, list[str]] = {}
+    for op in ops:
+        by_type.setdefault(op.res_type, []).append(op.res_id)
+
+    existing: dict[tuple[str, str], tuple[int, int, bool]] = {}
+    for res_type, ids in by_type.items():
+        for res_id, state in _lock_existing(conn, res_type, ids).items():
+            existing[(res_type, res_id)] = state
+
+    # Create logical rows for new resources. ON CONFLICT covers a concurrent creator of the same
+    # id: we then lock the row it made and treat the write as an update.
+    missing = [op for op in ops if (op.res_type, op.res_id) not in existing and op.resource is not None]
+    if missing:
+        seqs = _next_seqs(conn, len(missing))
+        rows = conn.execute(
+            text(
+                "INSERT INTO resource (res_type, res_id, version, seq, last_updated, deleted)"
+                " SELECT t, i, 0, s, :now, true FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[]),"
+                " CAST(:seqs AS bigint[])) AS u(t, i, s)"
+                " ON CONFLICT (res_type, res_id) DO NOTHING RETURNING res_type, res_id, rid"
+            ),
+            {
+                "types": [op.res_type for op in missing],
+                "ids": [op.res_id for op in missing],
+                "seqs": seqs,
+                "now": now,
+            },
+        )
+        for res_type, res_id, rid in rows:
+            existing[(res_type, res_id)] = (rid, 0, True)
+        raced = [op for op in missing if (op.res_type, op.res_id) not in existing]
+        for op in raced:
+            for res_id, state in _lock_existing(conn, op.res_type, [op.res_id]).items():
+                existing[(op.res_type, res_id)] = state
+
+    seqs = _next_seqs(conn, len(ops))
+    results: list[StoredVersion] = []
+    version_rows: list[dict] = []
+    to_index: list[tuple[int, str, dict]] = []
+    to_unindex: list[int] = []
+    for op, seq in zip(ops, seqs, strict=True):
+        state = existing.get((op.res_type, op.res_id))
+        if state is None:  # delete of something that never existed: nothing to do
+            continue
+        rid, version, deleted = state
+        live = version > 0 and not deleted
+        if op.expected_version is not None and (not live or version != op.expected_version):
+            raise FhirError(
+                412,
+                f"{op.res_type}/{op.res_id}: version {op.expected_version} was expected,"
+                f" the current version is {version if live else 'none (deleted or new)'}",
+                code="conflict",
+            )
+        if op.must_be_new and live:
+            raise FhirError(409, f"{op.res_type}/{op.res_id} already exists", code="duplicate")
+        if op.resource is None:
+            if not live:
+                continue  # deleting a deleted resource is a no-op (idempotent)
+            new_version = version + 1
+            method = "delete"
+            content = None
+            to_unindex.append(rid)
+        else:
+            new_version = version + 1
+            method = "create" if not live and version == 0 else ("update" if live else "create")
+            stamped = stamp_meta(op.resource, new_version, now)
+            content = orjson.dumps(stamped).decode()
+            to_index.append((rid, op.res_type, stamped))
+        version_rows.append(
+            {
+                "rid": rid,
+                "version": new_version,
+                "res_type": op.res_type,
+                "res_id": op.res_id,
+                "seq": seq,
+                "last_updated": now,
+                "method": method,
+                "content": content,
+            }
+        )
+        existing[(op.res_type, op.res_id)] = (rid, new_version, method == "delete")
+        results.append(StoredVersion(rid, op.res_type, op.res_id, new_version, now, method, content))
+
+    if version_rows:
+        _insert_versions(conn, version_rows)
+    if index:
+        _update_indexes(conn, to_index, to_unindex)
+    return results
+
+
+def _next_seqs(conn: Connection, n: int) -> list[int]:
+    return list(conn.execute(text("SELECT nextval('change_seq') FROM generate_series(1, :n)"), {"n": n}).scalars())
+
+
+def _insert_versions(conn: Connection, rows: list[dict]) -> None:
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    conn.execute(
+        text(
+            "INSERT INTO resource_version (rid, version, res_type, res_id, seq, last_updated, method, content)"
+            " SELECT * FROM unnest(CAST(:rid AS bigint[]), CAST(:version AS int[]), CAST(:res_type AS text[]),"
+            " CAST(:res_id AS text[]), CAST(:seq AS bigint[]), CAST(:last_updated AS timestamptz[]),"
+            " CAST(:method AS text[]), CAST(:content AS text[]))"
+        ),
+        cols,
+    )
+    conn.execute(
+        text(
+            "UPDATE resource r SET version = u.version, seq = u.seq, last_updated = u.last_updated,"
+            " deleted = (u.method = 'delete')"
+            " FROM unnest(CAST(:rid AS bigint[]), CAST(:version AS int[]), CAST(:seq AS bigint[]),"
+            " CAST(:last_updated AS timestamptz[]), CAST(:method AS text[])) AS u(rid, version, seq, last_updated, method)"
+            " WHERE r.rid = u.rid"
+        ),
+        {k: cols[k] for k in ("rid", "version", "seq", "last_updated", "method")},
+    )
+
+
+def _update_indexes(conn: Connection, to_index: list[tuple[int, str, dict]], to_unindex: list[int]) -> None:
+    try:
+        from fhirlake.search.index import index_resources, remove_index
+    except ImportError:  # search engine not installed in this build
+        return
+    if to_unindex:
+        remove_index(conn, to_unindex)
+    if to_index:
+        index_resources(conn, to_index)
