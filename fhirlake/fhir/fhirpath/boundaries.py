@@ -48,6 +48,12 @@ def _decimal(d: Decimal, precision: int | None, high: bool) -> Decimal | None:
     assert isinstance(exponent, int)
     half = Decimal(5).scaleb(exponent - 1)
     edge = d + half if high else d - half
+    if precision < -exponent:  # fewer digits than the value has: truncate toward the boundary side
+        result = edge.quantize(Decimal(1).scaleb(-precision), rounding=ROUND_CEILING if high else ROUND_FLOOR)
+        if d.copy_abs() < Decimal(1).scaleb(-precision):  # the value rounds to zero at this precision
+            return Decimal(0).quantize(Decimal(1).scaleb(-precision)).copy_sign(d) if not high else abs(
+                Decimal(0).quantize(Decimal(1).scaleb(-precision)))
+        return result
     return edge.quantize(Decimal(1).scaleb(-precision), rounding=ROUND_CEILING if high else ROUND_FLOOR)
 
 

@@ -352,7 +352,7 @@ class Compiler:
 
     def _type_op(self, op: str, operand: Compiled, namespace: str | None, name: str) -> Compiled:
         """`is` / `as` / `ofType` (op = 'is' | 'as' | 'ofType')."""
-        if not model.is_known_type(namespace, name):
+        if not model.is_known_type(namespace, name) and namespace != "System":
             raise FhirPathError(f"unknown type {name}")
         result_type = ("System." + name) if namespace == "System" or (
             namespace is None and structure.get_type(name) is None) else name
@@ -376,11 +376,11 @@ class Compiler:
                 items = of(this, env)
                 if len(items) > 1:
                     raise FhirPathError("'as' needs a single item")
-                return [x for x in items if model.value_matches(x, static, namespace, name)]
+                return [x for x in items if model.value_matches(x, static, namespace, name, True)]
             return Compiled(as_, result_type)
 
         def of_type(this: list, env: Env) -> list:
-            return [x for x in of(this, env) if model.value_matches(x, static, namespace, name)]
+            return [x for x in of(this, env) if model.value_matches(x, static, namespace, name, True)]
         return Compiled(of_type, result_type)
 
     def _choice_type_op(self, op: str, operand: Compiled, name: str, result_type: str) -> Compiled:
@@ -425,6 +425,8 @@ class Compiler:
         left = self.compile(node.left, this_type)
         right = self.compile(node.right, this_type)
         lf, rf = left.fn, right.fn
+        if op in _COMPARISONS:  # strings from data typed date/dateTime/time compare as such
+            lf, rf = _typed_temporal(lf, left.type), _typed_temporal(rf, right.type)
         builder = _BINARY_BUILDERS.get(op)
         if builder is None:
             raise FhirPathError(f"unknown operator {op}")
@@ -434,7 +436,8 @@ class Compiler:
     # function calls
     def c_FunctionCall(self, node: ast.FunctionCall, this_type: str | None) -> Compiled:
         name = node.name
-        keep = name in ("extension", "hasValue", "getValue", "children", "descendants")
+        keep = name in ("extension", "hasValue", "getValue", "children", "descendants") or (
+            name in ("select", "where", "exists", "all") and any(_mentions_element_access(a) for a in node.args))
         if node.target is None:
             target = Compiled(_this, this_type)
             if keep:
@@ -480,6 +483,47 @@ class Compiler:
         def call(this: list, env: Env) -> list:
             return _as_list(fn(env, unwrap(tf(this, env)), *[a(this, env) for a in arg_fns]))
         return Compiled(call)
+
+
+_COMPARISONS = frozenset({"=", "!=", "~", "!~", "<", ">", "<=", ">="})
+_TEMPORAL_PARSERS: dict[str, Callable[[str], Any]] = {
+    "date": FhirDate.parse, "dateTime": FhirDateTime.parse, "instant": FhirDateTime.parse,
+    "time": FhirTime.parse,
+}
+
+
+def _typed_temporal(fn: Fn, static_type: str | None) -> Fn:
+    parse = _TEMPORAL_PARSERS.get(static_type or "")
+    if parse is None:
+        return fn
+
+    def typed(this: list, env: Env) -> list:
+        out = []
+        for x in fn(this, env):
+            if type(x) is str:
+                parsed = parse(x)
+                out.append(x if parsed is None else parsed)
+            else:
+                out.append(x)
+        return out
+    return typed
+
+
+def _mentions_element_access(node: Any) -> bool:
+    """Does an argument use hasValue()/extension/id on its items (needs primitive elements)?"""
+    if isinstance(node, ast.FunctionCall):
+        if node.name in ("hasValue", "getValue", "extension"):
+            return True
+        return any(_mentions_element_access(a) for a in node.args) or _mentions_element_access(node.target)
+    if isinstance(node, ast.Member):
+        return node.name in ("extension", "id") or _mentions_element_access(node.target)
+    if isinstance(node, ast.Binary):
+        return _mentions_element_access(node.left) or _mentions_element_access(node.right)
+    if isinstance(node, (ast.Unary, ast.TypeOp)):
+        return _mentions_element_access(node.operand)
+    if isinstance(node, ast.Indexer):
+        return _mentions_element_access(node.target)
+    return False
 
 
 def _as_list(value: Any) -> list:

@@ -169,8 +169,8 @@ def _iif(c: Compiler, target: Compiled, args: tuple, this_type: str | None) -> C
         if len(r) > 1 or (r and type(r[0]) is not bool):
             raise FhirPathError("iif() criterion must be a boolean")
         if r and r[0]:
-            return yes(this, env)
-        return no(this, env) if no else []
+            return yes(focus, env)
+        return no(focus, env) if no else []
     return Compiled(iif)
 
 
@@ -201,11 +201,82 @@ def _type(c: Compiler, target: Compiled, args: tuple, this_type: str | None) -> 
     return Compiled(type_)
 
 
+class _SortKey:
+    """Orders items by FHIRPath comparison; empty keys sort first."""
+
+    __slots__ = ("values", "descending")
+
+    def __init__(self, values: list, descending: list[bool]) -> None:
+        self.values, self.descending = values, descending
+
+    def __lt__(self, other: _SortKey) -> bool:
+        for a, b, desc in zip(self.values, other.values, self.descending, strict=True):
+            if a is None or b is None:
+                if a is b:
+                    continue
+                return a is None  # empty keys first, either direction
+            c = ops.compare(a, b)
+            if c:
+                return (c < 0) != desc
+        return False
+
+
 def _sort(c: Compiler, target: Compiled, args: tuple, this_type: str | None) -> Compiled:
     tf = target.fn
-    if args:
-        raise FhirPathError("sort() with criteria is not supported")
-    return Compiled(lambda this, env: sorted(tf(this, env)), target.type)
+    if not args:
+        def plain_sort(this: list, env: Env) -> list:
+            return sorted(unwrap(tf(this, env)), key=lambda x: _SortKey([x], [False]))
+        return Compiled(plain_sort, target.type)
+    keys = []
+    descending = []
+    for a in args:
+        desc = isinstance(a, ast.Unary) and a.op == "-"
+        keys.append(c.compile(a.operand if desc else a, target.type).fn)
+        descending.append(desc)
+
+    def sort(this: list, env: Env) -> list:
+        items = tf(this, env)
+        decorated = [(_SortKey([singleton(k([x], env)) for k in keys], descending), x) for x in items]
+        decorated.sort(key=lambda pair: pair[0])
+        return [x for _, x in decorated]
+    return Compiled(sort, target.type)
+
+
+def _conforms_to(items: list, url: list) -> list:
+    resource = singleton(items)
+    target = singleton(url)
+    if resource is None or target is None:
+        return []
+    prefix = "http://hl7.org/fhir/StructureDefinition/"
+    if not target.startswith(prefix):
+        raise FhirPathError(f"unknown profile {target}")
+    return [type(resource) is dict and resource.get("resourceType") == target[len(prefix):]]
+
+
+def _precision(items: list) -> list:
+    v = singleton(items)
+    if v is None:
+        return []
+    if type(v) is int:
+        return [0]
+    if type(v) is float or type(v) is Decimal:
+        exponent = ops.to_decimal(v).as_tuple().exponent
+        return [max(-exponent, 0)] if isinstance(exponent, int) else []
+    if type(v) is FhirDate:
+        return [{1: 4, 2: 6, 3: 8}[v.precision]]
+    if type(v) is FhirDateTime:
+        return [{1: 4, 2: 6, 3: 8, 4: 10, 5: 12, 6: 14, 7: 17}[v.precision]]
+    if type(v) is FhirTime:
+        return [{1: 2, 2: 4, 3: 6, 4: 9}[v.precision]]
+    return []
+
+
+def _comparable(items: list, other: list) -> list:
+    a, b = singleton(items), singleton(other)
+    if type(a) is not Quantity or type(b) is not Quantity:
+        return []
+    ca, cb = a.canonical(False), b.canonical(False)
+    return [ca is not None and cb is not None and ca[0] == cb[0]]
 
 
 def _extension(c: Compiler, target: Compiled, args: tuple, this_type: str | None) -> Compiled:
@@ -439,7 +510,7 @@ def _unescape(s: str, kind: str) -> str | None:
     if kind == "html":
         return html.unescape(s)
     if kind == "json":
-        return json.loads('"' + s + '"')
+        return json.loads('"' + re.sub(r'(?<!\\)"', '\\"', s) + '"')
     return None
 
 
@@ -690,6 +761,8 @@ def _matches_full(s: str, pattern: str) -> bool:
 
 
 def _replace_matches(s: str, pattern: str, repl: str) -> str:
+    if pattern == "":
+        return s
     repl = re.sub(r"\$(\d+)", r"\\\1", repl)
     return _regex(pattern).sub(repl, s)
 
@@ -874,6 +947,9 @@ PLAIN: dict[str, tuple[Callable[..., list], int, int, str | None]] = {
     "round": (_math(_round, "round"), 0, 1, "System.Decimal"),
     "sqrt": (_math(_sqrt, "sqrt"), 0, 0, "System.Decimal"),
     "now": (_now, 0, 0, "System.DateTime"),
+    "conformsTo": (_conforms_to, 1, 1, "System.Boolean"),
+    "precision": (_precision, 0, 0, "System.Integer"),
+    "comparable": (_comparable, 1, 1, "System.Boolean"),
     "today": (_today, 0, 0, "System.Date"),
     "timeOfDay": (_time_of_day, 0, 0, "System.Time"),
 }

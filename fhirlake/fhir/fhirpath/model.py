@@ -101,7 +101,7 @@ def runtime_system_type(value: Any) -> str | None:
     return None
 
 
-def static_matches(static_type: str, namespace: str | None, name: str) -> bool:
+def static_matches(static_type: str, namespace: str | None, name: str, exact: bool = False) -> bool:
     """Does a value whose static type is known match the type specifier?"""
     if static_type.startswith("System."):
         return namespace in (None, "System") and static_type[7:] == name
@@ -109,13 +109,16 @@ def static_matches(static_type: str, namespace: str | None, name: str) -> bool:
         return False
     if "." in static_type:  # inline structure
         return name in ("BackboneElement", "Element", "Base")
+    if exact and static_type in FHIR_TO_SYSTEM:  # for as/ofType a code is not a string
+        return name == static_type
     return name in ancestors(static_type)
 
 
-def value_matches(value: Any, static_type: str | None, namespace: str | None, name: str) -> bool:
+def value_matches(value: Any, static_type: str | None, namespace: str | None, name: str,
+                  exact: bool = False) -> bool:
     """Type test of one item: statically typed when possible, otherwise from the data."""
     if static_type is not None:
-        return static_matches(static_type, namespace, name)
+        return static_matches(static_type, namespace, name, exact)
     if type(value) is dict:
         rt = value.get("resourceType")
         if rt is not None and namespace in (None, "FHIR"):

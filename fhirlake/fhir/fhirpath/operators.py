@@ -92,8 +92,12 @@ def equals(a: Any, b: Any) -> bool | None:
         return None if c is None else c == 0
     if ta is Quantity:
         ca, cb = a.canonical(True), b.canonical(True)
-        if ca is None or cb is None or ca[0] != cb[0]:
-            return None if ca is None or cb is None else False
+        if ca is None or cb is None:
+            return None
+        if ca[0] != cb[0]:
+            if {ca[0][4:], cb[0][5:]} <= {"a", "mo"} or {cb[0][4:], ca[0][5:]} <= {"a", "mo"}:
+                return None  # calendar year/month vs UCUM a/mo: not comparable for equality
+            return False
         return ca[1] == cb[1]
     return a == b
 
@@ -118,7 +122,7 @@ def equivalent(a: Any, b: Any) -> bool:
         return a.compare(b) == 0
     if ta is Quantity:
         ca, cb = a.canonical(False), b.canonical(False)
-        return ca is not None and cb is not None and ca[0] == cb[0] and ca[1] == cb[1]
+        return ca is not None and cb is not None and ca[0] == cb[0] and equivalent(ca[1], cb[1])
     if ta is dict:
         return _dict_equivalent(a, b)
     return a == b

@@ -27,6 +27,7 @@ _UCUM: dict[str, tuple[str, Decimal]] = {
     "kg": ("mass", Decimal(1000)), "[lb_av]": ("mass", Decimal("453.59237")),
     "mm": ("length", Decimal("0.001")), "cm": ("length", Decimal("0.01")), "m": ("length", Decimal(1)),
     "km": ("length", Decimal(1000)), "[in_i]": ("length", Decimal("0.0254")),
+    "[ft_i]": ("length", Decimal("0.3048")),
     "mL": ("volume", Decimal("0.001")), "dL": ("volume", Decimal("0.1")), "L": ("volume", Decimal(1)),
     "l": ("volume", Decimal(1)), "ml": ("volume", Decimal("0.001")),
 }
@@ -229,6 +230,14 @@ class FhirDateTime(_Temporal):
             return parts[:5] + (parts[5] * 1000 + (self.millis or 0),)
         return parts
 
+    def compare(self, other: _Temporal) -> int | None:
+        if (
+            isinstance(other, FhirDateTime) and (self.tz is None) != (other.tz is None)
+            and len(self.parts) > 3 and len(other.parts) > 3
+        ):
+            return None  # one has a time zone, the other has not
+        return super().compare(other)
+
     def date(self) -> FhirDate:
         return FhirDate(*self.parts[:3])
 
@@ -237,8 +246,12 @@ def add_duration(value: _Temporal, quantity: Quantity, sign: int) -> _Temporal:
     """date/dateTime/time + or - a time-valued quantity, keeping the value's precision."""
     from fhirlake.fhir.fhirpath.errors import FhirPathError
 
+    if quantity.unit in ("a", "mo"):
+        raise FhirPathError("UCUM 'a' and 'mo' are not calendar durations: use year/month")
     unit = CALENDAR_UNITS.get(quantity.unit, quantity.unit)
     amount = Decimal(quantity.value) * sign
+    if unit != "ms":
+        amount = Decimal(int(amount))  # calendar durations count whole units
     if unit in ("a", "mo"):
         if isinstance(value, FhirTime):
             raise FhirPathError("cannot add years or months to a time")
