@@ -18,7 +18,7 @@ from fhirlake.fhir import structure
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 SEARCH_PARAMETERS = RESOURCES / "search-parameters.json"
-PATIENT_COMPARTMENT = RESOURCES / "compartments" / "compartmentdefinition-patient.json"
+COMPARTMENTS = RESOURCES / "compartments"
 
 # Parameters that the planner answers from the resource table itself (no index rows needed).
 RESOURCE_COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -125,11 +125,13 @@ class Registry:
                 )
                 self.by_type[res_type][d["code"]] = param
         self._check_unique_pids()
-        self.patient_compartment: dict[str, tuple[str, ...]] = {}
-        compartment = orjson.loads(PATIENT_COMPARTMENT.read_bytes())
-        for entry in compartment["resource"]:
-            if entry.get("param"):
-                self.patient_compartment[entry["code"]] = tuple(entry["param"])
+        # compartment type ("Patient") -> resource type -> parameter codes linking it in
+        self.compartments: dict[str, dict[str, tuple[str, ...]]] = {}
+        for path in sorted(COMPARTMENTS.glob("compartmentdefinition-*.json")):
+            definition = orjson.loads(path.read_bytes())
+            self.compartments[definition["code"]] = {
+                e["code"]: tuple(c for c in e["param"] if c != "{def}") for e in definition["resource"] if e.get("param")
+            }
 
     def _check_unique_pids(self) -> None:
         seen: dict[int, str] = {}
@@ -147,9 +149,9 @@ class Registry:
     def params(self, res_type: str) -> dict[str, SearchParam]:
         return self.by_type.get(res_type, {})
 
-    def compartment_params(self, res_type: str) -> tuple[SearchParam, ...]:
-        """Reference parameters that put a resource of res_type in a Patient's compartment."""
-        codes = self.patient_compartment.get(res_type, ())
+    def compartment_params(self, res_type: str, compartment: str = "Patient") -> tuple[SearchParam, ...]:
+        """Reference parameters that put a resource of res_type in a compartment."""
+        codes = self.compartments.get(compartment, {}).get(res_type, ())
         return tuple(p for c in codes if (p := self.get(res_type, c)) is not None)
 
 
