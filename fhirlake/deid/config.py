@@ -116,13 +116,16 @@ def _parameters(raw: Any) -> Parameters:
     zips = raw.get("restrictedZipCodeTabulationAreas") or []
     if not isinstance(zips, list) or not all(isinstance(z, str) and len(z) == 3 and z.isdigit() for z in zips):
         raise _fail("parameters.restrictedZipCodeTabulationAreas must be a list of 3-digit strings")
+    encrypt_key = _key_param(raw, "encryptKey")
+    if encrypt_key and len(encrypt_key.encode("utf-8")) not in (16, 24, 32):
+        raise _fail("parameters.encryptKey: the encryption key must be 128, 192 or 256 bits (16, 24 or 32 bytes) long")
     return Parameters(
         date_shift_key=_key_param(raw, "dateShiftKey"),
         date_shift_scope="global" if scope in ("file", "folder") else scope,
         date_shift_fixed_offset=fixed,
         date_shift_range=span,
         crypto_hash_key=_key_param(raw, "cryptoHashKey"),
-        encrypt_key=_key_param(raw, "encryptKey"),
+        encrypt_key=encrypt_key,
         partial_ages=_bool(raw, "enablePartialAgesForRedact"),
         partial_dates=_bool(raw, "enablePartialDatesForRedact"),
         partial_zip_codes=_bool(raw, "enablePartialZipCodesForRedact"),
