@@ -51,7 +51,7 @@ class CompiledView:
         self._plan = plan
         self.schema = pa.schema([c.arrow_field for c in columns])
         self.column_names = [c.name for c in columns]
-        self._fast = None  # the vectorized back end, built on first use (see fast.py)
+        self._fast: Any = False  # the vectorized plan (fast.py): False = not built yet, None = not possible
 
     @property
     def resource_type(self) -> str:
@@ -85,6 +85,14 @@ class CompiledView:
         columns = list(zip(*rows, strict=True))
         arrays = [pa.array(col, type=field.type) for col, field in zip(columns, self.schema, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def fast_plan(self) -> Any:
+        """The vectorized plan of this view, or None when it is outside the vectorized subset."""
+        if self._fast is False:
+            from .fast import compile_fast
+
+            self._fast = compile_fast(self.model, self.schema)
+        return self._fast
 
     def evaluate_ndjson(self, lines: Iterable[bytes], batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[pa.RecordBatch]:
         """Evaluate over raw NDJSON lines (one resource each); decimals keep their exact text."""

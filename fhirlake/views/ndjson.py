@@ -35,5 +35,30 @@ def evaluate_lines_with_closures(view: CompiledView, lines: Iterable[bytes], bat
     return view.to_arrow(_resources(lines), batch_size=batch_size)
 
 
+def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for line in lines:
+        if line.strip():
+            chunk.append(line)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
 def evaluate_lines(view: CompiledView, lines: Iterable[bytes], batch_size: int) -> Iterator[pa.RecordBatch]:
-    return evaluate_lines_with_closures(view, lines, batch_size)
+    from .fast import Fallback, evaluate_batch
+
+    fast = view.fast_plan()
+    if fast is None:
+        yield from evaluate_lines_with_closures(view, lines, batch_size)
+        return
+    for chunk in _chunks(lines, batch_size):
+        try:
+            batch = evaluate_batch(fast, b"\n".join(chunk))
+        except Fallback:
+            yield from evaluate_lines_with_closures(view, chunk, batch_size)
+            continue
+        if batch.num_rows:
+            yield batch
