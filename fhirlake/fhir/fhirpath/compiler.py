@@ -351,7 +351,7 @@ class Compiler:
         return self._type_op(node.op, operand, node.type.namespace, node.type.name)
 
     def _type_op(self, op: str, operand: Compiled, namespace: str | None, name: str) -> Compiled:
-        """`is` / `as` / `ofType` (op = 'is' | 'as' | 'ofType')."""
+        """`is` / `as` / `as()` / `ofType`."""
         if not model.is_known_type(namespace, name) and namespace != "System":
             raise FhirPathError(f"unknown type {name}")
         result_type = ("System." + name) if namespace == "System" or (
@@ -371,14 +371,16 @@ class Compiler:
                 return [model.value_matches(items[0], static, namespace, name)]
             return Compiled(is_, "System.Boolean")
 
-        if op == "as":
-            def as_(this: list, env: Env) -> list:
+        if op == "as()":  # the function form insists on a single item, as the spec says
+            def as_function(this: list, env: Env) -> list:
                 items = of(this, env)
                 if len(items) > 1:
-                    raise FhirPathError("'as' needs a single item")
+                    raise FhirPathError("as() needs a single item")
                 return [x for x in items if model.value_matches(x, static, namespace, name, True)]
-            return Compiled(as_, result_type)
+            return Compiled(as_function, result_type)
 
+        # The operator `as` on several items filters like ofType(): the R4 search parameters rely
+        # on it ("(Observation.component.value as Quantity)" over several components).
         def of_type(this: list, env: Env) -> list:
             return [x for x in of(this, env) if model.value_matches(x, static, namespace, name, True)]
         return Compiled(of_type, result_type)

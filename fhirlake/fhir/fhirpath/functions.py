@@ -956,7 +956,7 @@ PLAIN: dict[str, tuple[Callable[..., list], int, int, str | None]] = {
 
 SPECIAL: dict[str, Callable[[Compiler, Compiled, tuple, str | None], Compiled]] = {
     "where": _where, "select": _select, "repeat": _repeat, "exists": _exists, "all": _all,
-    "aggregate": _aggregate, "iif": _iif, "is": _type_function("is"), "as": _type_function("as"),
+    "aggregate": _aggregate, "iif": _iif, "is": _type_function("is"), "as": _type_function("as()"),
     "ofType": _type_function("ofType"), "trace": _trace, "type": _type, "extension": _extension,
     "hasValue": _has_value, "getValue": _get_value, "resolve": _resolve, "memberOf": _member_of,
     "lowBoundary": _boundary(False), "highBoundary": _boundary(True),
