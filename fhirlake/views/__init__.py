@@ -14,8 +14,9 @@ model, or ``string`` where the path's type cannot be known from the definition a
 - boolean -> bool; integer, positiveInt, unsignedInt -> int32; integer64 -> int64
 - decimal -> string holding the decimal's exact text. FHIR decimals carry their precision in their
   text ("1.50" is not "1.5"), which no float or fixed-scale Arrow decimal keeps, so the text is kept:
-  from NDJSON bytes the text is exactly as written in the resource; from already-parsed dicts it is
-  the text of the Decimal (exact) or, for a float, Python's shortest round-trip repr. Computed values
+  from NDJSON bytes the text is exactly as written in the resource (both back ends; "1e2" stays
+  "1e2"); from already-parsed dicts it is the text of the Decimal (exact) or, for a float, Python's
+  shortest round-trip repr (so pass dicts parsed with ``views.ndjson.parse_line`` to keep it exact). Computed values
   (``a + b``) are the text of the exact decimal result. JSON and NDJSON output write them back as
   JSON numbers with that text. (When a view knows the precision it may cast the column itself.)
 - date, dateTime, instant, time -> string, the ISO text exactly as given in the resource; values the
@@ -25,6 +26,9 @@ model, or ``string`` where the path's type cannot be known from the definition a
   one value is an error at run time (ViewDefinitionError naming the column).
 
 Every Arrow field carries metadata ``fhir_type`` (and ``description`` when given).
+
+Back ends: ``evaluate_ndjson`` runs the vectorized back end (``fast.py``) when the view is in its
+subset and the closures (``closures.py``) otherwise; both give identical rows.
 
 Keys: ``getResourceKey()`` is the resource's id; ``getReferenceKey([Type])`` is the id a reference
 points to (relative, absolute, versioned or urn:uuid references), empty when the type does not match.

@@ -88,6 +88,10 @@ def _leaf_type(code: str) -> pa.DataType | None:
 
 
 Op = Callable[[Coll, "Frame"], Coll]
+# Quoted numbers start with this private-use character, so that a decimal written as a JSON string
+# (invalid FHIR, which the closures reject) is not taken for a number.
+NUMBER_MARK = "\ue000"
+_NUMBER_MARK_BYTES = NUMBER_MARK.encode()
 
 
 @dataclass
@@ -181,6 +185,7 @@ class PathCompiler:
             raise Unsupported(f"cannot read {code}")
         child = snode.child(key, element.is_array, code, leaf)
         is_array = element.is_array
+        is_decimal = code == "decimal"
 
         def member(c: Coll, f: Frame) -> Coll:
             inner = op(c, f)
@@ -191,6 +196,10 @@ class PathCompiler:
                 values = pc.list_flatten(values)
             else:
                 parent = inner.parent
+            if is_decimal and len(values):
+                if pc.all(pc.starts_with(values, NUMBER_MARK)).as_py() is False:
+                    raise Fallback("a decimal that was a JSON string")  # the closures report it
+                values = pc.utf8_slice_codeunits(values, 1)
             valid = values.is_valid().to_numpy(zero_copy_only=False)
             if not valid.all():
                 return _filter(Coll(parent, values), valid)
@@ -299,7 +308,7 @@ def _quote_numbers(pattern: re.Pattern[bytes], data: bytes) -> bytes:
     parts = pattern.split(data)
     if len(parts) == 1:
         return data
-    parts[2::3] = [b'"' + number + b'"' for number in parts[2::3]]
+    parts[2::3] = [b'"' + _NUMBER_MARK_BYTES + number + b'"' for number in parts[2::3]]
     return b"".join(parts)
 
 

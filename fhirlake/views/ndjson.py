@@ -16,7 +16,21 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from .compiler import CompiledView
 
-_decoder = json.JSONDecoder(parse_float=Decimal)
+class ExactDecimal(Decimal):
+    """A Decimal that prints as the text it was parsed from ("1e2" stays "1e2", not "1E+2")."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> ExactDecimal:
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_decoder = json.JSONDecoder(parse_float=ExactDecimal)
 
 
 def parse_line(line: bytes | str) -> dict:
