@@ -9,6 +9,8 @@ from typing import Any
 from fhirlake.fhir.fhirpath.compiler import Compiler, Env, unwrap
 from fhirlake.fhir.fhirpath.parser import parse
 
+_NO_VARIABLES: Mapping[str, Any] = {}
+
 
 class CompiledPath:
     """A compiled FHIRPath expression; call it as `expr(resource, variables)`.
@@ -18,12 +20,13 @@ class CompiledPath:
     `%rootResource` and `%context` default to the input.
     """
 
-    __slots__ = ("expression", "_fn", "static_type")
+    __slots__ = ("expression", "_fn", "static_type", "_may_wrap")
 
-    def __init__(self, expression: str, fn: Callable, static_type: str | None) -> None:
+    def __init__(self, expression: str, fn: Callable, static_type: str | None, may_wrap: bool) -> None:
         self.expression = expression
         self._fn = fn
         self.static_type = static_type
+        self._may_wrap = may_wrap
 
     def __call__(self, resource: Any, variables: Mapping[str, Any] | None = None) -> list:
         if resource is None:
@@ -32,12 +35,8 @@ class CompiledPath:
             context = resource
         else:
             context = [resource]
-        env = Env(variables if variables is not None else {}, context)
-        result = self._fn(context, env)
-        for item in result:
-            if type(item) is not dict and type(item) is not str and type(item) is not bool:
-                return unwrap(result)
-        return result
+        result = self._fn(context, Env(variables if variables is not None else _NO_VARIABLES, context))
+        return unwrap(result) if self._may_wrap else result
 
     def __repr__(self) -> str:
         return f"CompiledPath({self.expression!r})"
@@ -70,8 +69,9 @@ def compile_path(
 
 @lru_cache(maxsize=4096)
 def _compile_cached(expression: str, base_type: str | None) -> CompiledPath:
-    compiled = Compiler(None).compile(parse(expression), base_type)
-    return CompiledPath(expression, compiled.fn, compiled.type)
+    compiler = Compiler(None)
+    compiled = compiler.compile(parse(expression), base_type)
+    return CompiledPath(expression, compiled.fn, compiled.type, compiler.may_wrap)
 
 
 _WITH_FUNCTIONS: dict[tuple, CompiledPath] = {}
@@ -83,8 +83,9 @@ def _compile_uncached(expression: str, functions: Mapping[str, Callable], base_t
     hit = _WITH_FUNCTIONS.get(cache_key)
     if hit is not None:
         return hit
-    compiled = Compiler(functions).compile(parse(expression), base_type)
-    result = CompiledPath(expression, compiled.fn, compiled.type)
+    compiler = Compiler(functions)
+    compiled = compiler.compile(parse(expression), base_type)
+    result = CompiledPath(expression, compiled.fn, compiled.type, compiler.may_wrap)
     if len(_WITH_FUNCTIONS) < 4096:
         _WITH_FUNCTIONS[cache_key] = result
     return result

@@ -62,10 +62,45 @@ class Compiled:
     type: str | None = None
     # When the node is a choice element access: (input fn, base name, ((json_key, type), ...) or None)
     choice: tuple | None = None
+    # When fn is a pure path from $this: the item steps (list -> list), fused into one closure
+    steps: tuple | None = None
 
 
 def _this(this: list, env: Env) -> list:
     return this
+
+
+def _chain(steps: tuple) -> Fn:
+    """One closure for a path of member steps, without a call per level for the plumbing."""
+    n = len(steps)
+    if n == 0:
+        return _this
+    if n == 1:
+        (s0,) = steps
+        return lambda this, env: s0(this)
+    if n == 2:
+        s0, s1 = steps
+        return lambda this, env: s1(s0(this))
+    if n == 3:
+        s0, s1, s2 = steps
+        return lambda this, env: s2(s1(s0(this)))
+    if n == 4:
+        s0, s1, s2, s3 = steps
+        return lambda this, env: s3(s2(s1(s0(this))))
+
+    def chain(this: list, env: Env) -> list:
+        for step in steps:
+            this = step(this)
+        return this
+    return chain
+
+
+def _then(target: Compiled, step: Callable[[list], list]) -> tuple[Fn, tuple | None]:
+    if target.steps is not None:
+        steps = target.steps + (step,)
+        return _chain(steps), steps
+    tf = target.fn
+    return (lambda this, env: step(tf(this, env))), None
 
 
 def _empty(this: list, env: Env) -> list:
@@ -223,6 +258,7 @@ def _type_name(node: ast.Node) -> tuple[str | None, str]:
 class Compiler:
     def __init__(self, functions: Mapping[str, Callable] | None = None) -> None:
         self.functions = dict(functions or {})
+        self.may_wrap = False  # True once a step can yield PrimitiveElement (results need unwrapping)
 
     def compile(self, node: ast.Node, this_type: str | None, keep_elements: bool = False) -> Compiled:
         method = getattr(self, "c_" + type(node).__name__)
@@ -241,7 +277,7 @@ class Compiler:
 
     def c_Variable(self, node: ast.Variable, this_type: str | None) -> Compiled:
         if node.name == "this":
-            return Compiled(_this, this_type)
+            return Compiled(_this, this_type, None, ())
         if node.name == "index":
             return Compiled(lambda this, env: [] if env.index is None else [env.index], "System.Integer")
         return Compiled(lambda this, env: _as_list(env.total))
@@ -279,16 +315,20 @@ class Compiler:
         name = node.name
         if name[:1].isupper() and (structure.get_type(name) is not None or name in ("Resource", "DomainResource")):
             return self._type_filter(name, this_type)
-        return self._member(Compiled(_this, this_type), name, keep)
+        return self._member(Compiled(_this, this_type, None, ()), name, keep)
 
     def _type_filter(self, name: str, this_type: str | None) -> Compiled:
         if this_type is not None and "." not in this_type and not this_type.startswith("System."):
             if name in model.ancestors(this_type):
-                return Compiled(_this, this_type)
+                return Compiled(_this, this_type, None, ())
 
-        def type_filter(this: list, env: Env) -> list:
-            return [x for x in this if type(x) is dict and name in model.ancestors(x.get("resourceType", ""))]
-        return Compiled(type_filter, name)
+        def type_filter(items: list) -> list:
+            if len(items) == 1:  # the usual case: one resource of the named type
+                x = items[0]
+                if type(x) is dict and x.get("resourceType") == name:
+                    return items
+            return [x for x in items if type(x) is dict and name in model.ancestors(x.get("resourceType", ""))]
+        return Compiled(_chain((type_filter,)), name, None, (type_filter,))
 
     def c_Member(self, node: ast.Member, this_type: str | None, keep: bool = False) -> Compiled:
         target = self.compile(node.target, this_type, keep_elements=node.name in ("extension", "id"))
@@ -301,17 +341,18 @@ class Compiler:
             info = model.member(target.type, name)
         if info is not None and info[0] == "choice":
             variants = info[1]
-            step = _keyed_step(tuple(k for k, _ in variants))
-            return Compiled(lambda this, env: step(tf(this, env)), None, (tf, name, variants))
+            fn, steps = _then(target, _keyed_step(tuple(k for k, _ in variants)))
+            return Compiled(fn, None, (tf, name, variants), steps)
         if keep:
-            step = _element_step(name)
-            return Compiled(lambda this, env: step(tf(this, env)), info[1] if info else None)
+            self.may_wrap = True
+            fn, steps = _then(target, _element_step(name))
+            return Compiled(fn, info[1] if info else None, None, steps)
         if info is not None:
-            step = _member_step(name)
-            return Compiled(lambda this, env: step(tf(this, env)), info[1])
-        step = _generic_step(name)
+            fn, steps = _then(target, _member_step(name))
+            return Compiled(fn, info[1], None, steps)
+        fn, steps = _then(target, _generic_step(name))
         choice = (tf, name, None) if name in model.choice_names() else None
-        return Compiled(lambda this, env: step(tf(this, env)), None, choice)
+        return Compiled(fn, None, choice, steps)
 
     def c_Indexer(self, node: ast.Indexer, this_type: str | None) -> Compiled:
         target = self.compile(node.target, this_type)
@@ -441,9 +482,7 @@ class Compiler:
         keep = name in ("extension", "hasValue", "getValue", "children", "descendants") or (
             name in ("select", "where", "exists", "all") and any(_mentions_element_access(a) for a in node.args))
         if node.target is None:
-            target = Compiled(_this, this_type)
-            if keep:
-                target = Compiled(_this, this_type)
+            target = Compiled(_this, this_type, None, ())
         else:
             target = self.compile(node.target, this_type, keep_elements=keep)
         if name in self.functions:
