@@ -6,6 +6,7 @@ each run creates its own database with a random name and drops it at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -16,6 +17,8 @@ import httpx
 import psycopg
 import pytest
 from werkzeug.serving import make_server
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 from fhirlake.config import Settings
 from fhirlake.store.db import make_engine

@@ -41,6 +41,11 @@ def metadata() -> Response:
     return formats.render(capability_statement(base_url(), security=_security()), request)
 
 
+@bp.route("/metadata", methods=["POST", "PUT", "PATCH", "DELETE"])
+def metadata_write() -> Response:
+    raise FhirError(405, "The CapabilityStatement is read-only", code="not-supported")
+
+
 def dispatch_read(conn: Connection, method: str, url: str) -> tuple[int, dict | None]:
     """Answer a GET found inside a bundle exactly as the equivalent HTTP request would."""
     parts = urlsplit(url)
