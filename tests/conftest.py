@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from werkzeug.serving import make_server
 
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
 from fhirlake.config import Settings
 from fhirlake.store.db import make_engine
 from fhirlake.store.migrate import upgrade
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -19,7 +19,8 @@ def test_concurrent_if_match_updates(server) -> None:  # noqa: ANN001
         lock = threading.Lock()
         version = round_no + 1
 
-        def writer(n: int) -> None:
+        def writer(n: int, barrier: threading.Barrier = barrier, version: int = version,
+                   statuses: list[int] = statuses, lock: threading.Lock = lock) -> None:
             with httpx.Client(base_url=server.url, timeout=30) as c:
                 body = {**p, "name": [{"family": f"w{n}"}]}
                 barrier.wait()
