@@ -161,21 +161,27 @@ def test_missing_or_wrong_scheme(file_auth: Authenticator, header: str | None) -
         file_auth.authenticate(header)
 
 
-def test_unknown_kid_refresh_and_rotation(jwks_server: JwksServer) -> None:
-    old, new = SigningKey.rsa("RS384"), SigningKey.ec("ES256")
+def test_unknown_kid_refresh_and_rotation(jwks_server: JwksServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("fhirlake.auth.keys.time.monotonic", lambda: clock[0])
+    old, new, stranger = SigningKey.rsa("RS384"), SigningKey.ec("ES256"), SigningKey.rsa("RS384")
     jwks_server.document = jwks_of(old)
-    auth = make_auth(jwks_server.url + "/jwks", jwks_min_refresh_seconds=1)
+    auth = make_auth(jwks_server.url + "/jwks", jwks_min_refresh_seconds=30)
     auth.authenticate("Bearer " + old.sign(claims()))
     assert jwks_server.requests == 1
     jwks_server.document = jwks_of(old, new)  # the issuer rotates in a new key
-    for _ in range(20):  # unknown kids within the minimum interval cause no requests
+    clock[0] += 10
+    for n in range(20):  # unknown kids within the minimum interval cause no requests
         with pytest.raises(AuthError, match="no known key"):
-            auth.authenticate("Bearer " + SigningKey.rsa("RS384").sign(claims()))
+            auth.authenticate("Bearer " + stranger.sign(claims(jti=str(n))))
     with pytest.raises(AuthError):
         auth.authenticate("Bearer " + new.sign(claims()))
     assert jwks_server.requests == 1
-    time.sleep(1.1)
+    clock[0] += 21  # past the minimum interval: the unknown kid triggers one refresh
     assert auth.authenticate("Bearer " + new.sign(claims())).patient_id == "p1"
+    assert jwks_server.requests == 2
+    with pytest.raises(AuthError, match="no known key"):
+        auth.authenticate("Bearer " + stranger.sign(claims()))
     assert jwks_server.requests == 2
 
 
