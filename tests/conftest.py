@@ -29,6 +29,29 @@ SHARED = REPO.parent / "shared" / "data"
 PG_SERVER = os.environ.get("FHIRLAKE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
+def _reachable(url: str) -> bool:
+    try:
+        psycopg.connect(f"{url}/postgres", connect_timeout=3).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+if "FHIRLAKE_TEST_PG" not in os.environ and not _reachable(PG_SERVER):
+    # A machine without a PostgreSQL service: run the tests on a private embedded cluster instead.
+    import atexit
+    import tempfile
+
+    from fhirlake.server.embedded_pg import EmbeddedPostgres
+
+    _pg_dir = Path(tempfile.mkdtemp(prefix="fhirlake-test-pg-", dir="/tmp"))
+    _pg_dir.chmod(0o755)
+    _embedded = EmbeddedPostgres(_pg_dir / "pg")
+    PG_SERVER = _embedded.start().rsplit("/", 1)[0]
+    os.environ["FHIRLAKE_TEST_PG"] = PG_SERVER
+    atexit.register(_embedded.stop)
+
+
 def _admin() -> psycopg.Connection:
     return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
 
