@@ -63,6 +63,13 @@ def compartment_paths() -> dict[str, tuple[tuple[str, ...], ...]]:
     return result
 
 
+@cache
+def all_resource_types() -> tuple[str, ...]:
+    """Every R4 resource type (the Patient CompartmentDefinition lists them all)."""
+    definition = json.loads(COMPARTMENT_FILE.read_text(encoding="utf-8"))
+    return tuple(item["code"] for item in definition["resource"])
+
+
 def compartment_types() -> frozenset[str]:
     """Resource types that can belong to a Patient compartment (others never do)."""
     return frozenset(compartment_paths())

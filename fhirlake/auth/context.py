@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fhirlake.auth.compartment import in_patient_compartment
+from fhirlake.auth.compartment import all_resource_types, compartment_types, in_patient_compartment
 from fhirlake.auth.errors import ForbiddenError
 from fhirlake.auth.resource_match import matches_query
 from fhirlake.auth.scopes import Scope
@@ -66,6 +66,7 @@ class AccessContext:
     is_unrestricted: bool = False
     base_url: str | None = None
     _resource_scopes: tuple[Scope, ...] = field(default=(), init=False, repr=False, compare=False)
+    _constraints: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Patient scopes without a patient in context cannot be honoured: they grant nothing.
@@ -113,34 +114,61 @@ class AccessContext:
         return [t for t in candidates if self.allows(interaction, t)]
 
     def access_constraint(self, resource_type: str, interaction: str = "search") -> AccessConstraint | None:
-        """Restrictions the store must apply inside its query, or None when unrestricted.
+        """The restrictions the store applies inside its queries for this request, or None.
 
-        Raises ForbiddenError when no scope allows reading ``resource_type`` at all (callers that
-        merely skip such types, like ``_include``, should test ``allows`` first).
-        Scopes for a type combine with OR. A ``system/``/``user/`` scope without a query lifts every
-        restriction. Patient scopes restrict to ``patient_id`` (their queries become filters); when a
-        type is reachable only through ``system/``/``user/`` query-restricted scopes, those filters apply.
-        A mix of patient scopes and query-restricted system scopes cannot be expressed as one
-        constraint; the patient scopes win (narrower, never a leak).
+        ``resource_type`` is the type asked for: ForbiddenError when no scope allows the interaction
+        on it. The constraint covers every type the query may touch (matches, ``_include`` and
+        ``_revinclude`` targets, chain and ``_has`` hops, ``$everything``):
+        - ``patient_id``: set when the token reads through patient scopes; every resource must then
+          be in that patient's compartment, except ``shared_types``: types outside the compartment
+          that a scope names explicitly (``patient/Medication.rs``) or that a system/user scope grants
+          (a ``patient/*`` wildcard alone does not make Practitioner or Organization visible);
+        - ``filters``: per type, the alternatives (OR) of query-restricted scopes (``?category=...``);
+          an empty list hides a type no scope allows reading.
+        Scopes for a type combine with OR; a system/user scope without a query lifts that type's
+        filters. A type reachable both through patient scopes and system/user query-restricted scopes
+        cannot be expressed as one constraint: the patient scopes win (narrower, never a leak).
         """
         from fhirlake.search.access import AccessConstraint
 
         if self.is_unrestricted:
             return None
         letter = "r" if INTERACTION_PERMISSIONS.get(interaction, "s") == "r" else "s"
-        applicable = self._applicable(letter, resource_type)
-        if not applicable:
+        if not self._applicable(letter, resource_type):
             raise ForbiddenError(f"the access token's scopes do not permit {interaction} on {resource_type}")
-        broad = [s for s in applicable if s.context != "patient"]
-        if any(not s.query for s in broad):
+        cache = self._constraints
+        if letter not in cache:
+            cache[letter] = self._build_constraint(letter, AccessConstraint)
+        return cache[letter]
+
+    def _build_constraint(self, letter: str, constraint_type: Any) -> AccessConstraint | None:
+        members = compartment_types()
+        uses_patient_scopes = any(
+            s.context == "patient" and letter in s.permissions for s in self._resource_scopes
+        )
+        filters: dict[str, list[list[tuple[str, str]]]] = {}
+        shared: set[str] = set()
+        for rtype in all_resource_types():
+            applicable = self._applicable(letter, rtype)
+            if not applicable:
+                filters[rtype] = []  # no alternative can match: the type is hidden
+                continue
+            broad = [s for s in applicable if s.context != "patient"]
+            patient_scopes = [s for s in applicable if s.context == "patient"]
+            if rtype not in members and (broad or any(s.resource_type == rtype for s in patient_scopes)):
+                shared.add(rtype)
+            if any(not s.query for s in broad):
+                continue
+            chosen = patient_scopes or broad
+            if all(s.query for s in chosen):
+                filters[rtype] = [list(s.query) for s in chosen]
+        if not uses_patient_scopes and not filters:
             return None
-        patient_scopes = [s for s in applicable if s.context == "patient"]
-        chosen = patient_scopes or broad
-        if any(not s.query for s in chosen):
-            filters: dict[str, list[list[tuple[str, str]]]] = {}
-        else:
-            filters = {resource_type: [list(s.query) for s in chosen]}
-        return AccessConstraint(patient_id=self.patient_id if patient_scopes else None, filters=filters)
+        return constraint_type(
+            patient_id=self.patient_id if uses_patient_scopes else None,
+            filters=filters,
+            shared_types=frozenset(shared) if uses_patient_scopes else frozenset(),
+        )
 
     def can_write_resource(
         self, resource_type: str, resource: dict[str, Any], interaction: str = "update"

@@ -159,3 +159,49 @@ def test_query_restricted_writes() -> None:
     assert ctx("system/Observation.cu?category=vital-signs system/Observation.cu").can_write_resource(
         "Observation", lab, "create"
     )
+
+
+def test_access_constraint_patient_scopes() -> None:
+    context = ctx("launch/patient patient/Observation.rs patient/Patient.rs patient/Medication.rs", "p1")
+    constraint = context.access_constraint("Observation")
+    assert constraint is not None and constraint.patient_id == "p1"
+    assert constraint.shared_types == frozenset({"Medication"})  # named explicitly, outside the compartment
+    assert "Observation" not in constraint.filters and "Patient" not in constraint.filters
+    assert constraint.filters["Condition"] == [] and constraint.filters["Practitioner"] == []  # hidden
+    read_constraint = context.access_constraint("Patient", "read")
+    assert read_constraint is not None and read_constraint.patient_id == "p1"
+    with pytest.raises(ForbiddenError):
+        context.access_constraint("Condition")
+    wildcard = ctx("patient/*.rs", "p1").access_constraint("Encounter")
+    assert (
+        wildcard is not None
+        and wildcard.shared_types == frozenset()
+        and wildcard.filters == {"AuditEvent": []}
+    )
+
+
+def test_access_constraint_query_restricted() -> None:
+    context = ctx(
+        "patient/Observation.rs?category=laboratory patient/Observation.rs?category=vital-signs", "p1"
+    )
+    constraint = context.access_constraint("Observation")
+    assert constraint is not None and constraint.patient_id == "p1"
+    assert constraint.filters["Observation"] == [[("category", "laboratory")], [("category", "vital-signs")]]
+    lifted = ctx("patient/Observation.rs?category=laboratory patient/Observation.rs", "p1").access_constraint(
+        "Observation"
+    )
+    assert lifted is not None and "Observation" not in lifted.filters
+    system = ctx("system/Observation.rs?status=final system/Patient.rs").access_constraint("Observation")
+    assert system is not None and system.patient_id is None and system.shared_types == frozenset()
+    assert system.filters["Observation"] == [[("status", "final")]] and "Patient" not in system.filters
+    assert system.filters["Condition"] == []
+
+
+def test_access_constraint_unrestricted_and_read_letter() -> None:
+    assert ctx("system/*.*").access_constraint("Observation") is not None  # AuditEvent stays hidden
+    assert ctx("system/*.* system/AuditEvent.rs").access_constraint("Observation") is None
+    assert AccessContext.unrestricted().access_constraint("Observation") is None
+    reader = ctx("patient/Observation.r", "p1")
+    assert reader.access_constraint("Observation", "read") is not None
+    with pytest.raises(ForbiddenError):
+        reader.access_constraint("Observation", "search")
