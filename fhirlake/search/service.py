@@ -230,7 +230,10 @@ def search(conn: Connection, req: SearchRequest) -> bytes:
         outer_where = _keyset_condition(sql, keys, cursor, backwards) if cursor else "true"
         order = ", ".join(f"k{i} {'DESC' if d != backwards else 'ASC'}" for i, (_e, _c, d) in enumerate(keys))
         order = (order + ", " if order else "") + ("rid DESC" if backwards else "rid ASC")
-        query = f"SELECT * FROM ({inner}) s WHERE {outer_where} ORDER BY {order} LIMIT {sql.p(count + 1)}"
+        # sort keys come back as text: the cursor stores them verbatim (infinities included)
+        key_text = "".join(f", k{i}::text" for i in range(len(keys)))
+        query = (f"SELECT rid, res_type, res_id{key_text} FROM ({inner}) s WHERE {outer_where}"
+                 f" ORDER BY {order} LIMIT {sql.p(count + 1)}")
         page = list(conn.exec_driver_sql(query, sql.args).all())
         has_more = len(page) > count
         page = page[:count]
