@@ -105,6 +105,8 @@ def test_primitive_extensions_are_reachable() -> None:
     assert ev("Patient.name.given.extension('http://x/nick').value") == ["Jim"]
     url = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
     assert ev(f"Patient.birthDate.extension('{url}').valueDateTime") == ["1974-12-25T14:35:45-05:00"]
+    assert ev(f"Patient.birthDate.extension.where(url = '{url}').value") == ["1974-12-25T14:35:45-05:00"]
+    assert ev("Patient.name.given.extension.url") == ["http://x/nick"]
     assert ev("Patient.name.first().given.select($this.hasValue())") == [True, False, True]
     # ordinary paths never see the wrapper or the nulls
     assert ev("Patient.name.given") == ["Peter", "James", "Jim"]

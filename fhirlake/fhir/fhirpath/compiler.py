@@ -166,6 +166,10 @@ def _member_step(key: str) -> Callable[[list], list]:
                             out.extend(v)
                     else:
                         out.append(v)
+            elif type(it) is PrimitiveElement:  # `.extension` / `.id` of a primitive value
+                v = it.element.get(key)
+                if v is not None:
+                    _append_value(out, v)
         return out
     return step
 
