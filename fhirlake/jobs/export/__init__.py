@@ -1,0 +1,1 @@
+"""Bulk Data $export: parameters, selection, snapshot streaming to files, manifest."""

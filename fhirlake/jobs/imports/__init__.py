@@ -1,0 +1,1 @@
+"""Bulk import: fhirlake import and POST /$import."""

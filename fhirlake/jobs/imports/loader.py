@@ -1,0 +1,399 @@
+"""Bulk loading: NDJSON (plain or gzip), folders of them, folders of transaction Bundles, http(s) URLs.
+
+Per resource: parse, check it is a resource with an id, validate (fhirlake.fhir.validation),
+resolve conditional references (``Organization?identifier=...``, cached), skip it when the stored
+current version has the same content (re-import creates no new versions), then write through
+:func:`fhirlake.store.resources.write_resources` (which indexes for search) in batches, one
+transaction per batch. A batch that fails is retried resource by resource, so a bad line never
+rolls back good ones. Every problem becomes an OperationOutcome line in the error NDJSON, naming
+the input and the line number.
+
+Transaction Bundles are loaded idempotently: an entry's ``urn:uuid:<u>`` fullUrl becomes the id
+``<u>`` (references to it are rewritten to ``Type/<u>``); each Bundle is one batch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import orjson
+from sqlalchemy import Engine, text
+
+from fhirlake.fhir import structure
+from fhirlake.fhir.outcome import FhirError
+from fhirlake.services.resource_body import check_id, validate_or_raise
+from fhirlake.store.resources import WriteOp, stamp_meta, write_resources
+
+log = logging.getLogger("fhirlake.jobs.import")
+
+# Types that others refer to by conditional reference load first.
+TYPE_ORDER = ["Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Device", "Patient"]
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+JSON_SUFFIXES = (".json", ".json.gz")
+
+
+@dataclass
+class Source:
+    """One input: a local file or an http(s) URL, NDJSON of resources or one Bundle (JSON)."""
+
+    name: str
+    kind: str  # ndjson | bundle
+    path: Path | None = None
+    url: str | None = None
+    size: int = 0
+
+    def open(self) -> tuple[IO[bytes], IO[bytes]]:
+        """(line reader, raw handle whose position measures progress in bytes)."""
+        if self.path is not None:
+            raw: IO[bytes] = self.path.open("rb")
+        else:
+            raw = _http_stream(self.url or "")
+        gz = self.name.endswith(".gz")
+        reader: IO[bytes] = gzip.GzipFile(fileobj=raw) if gz else raw  # type: ignore[assignment]
+        return reader, raw
+
+
+def _http_stream(url: str) -> IO[bytes]:
+    import tempfile
+
+    import httpx
+
+    # Spool to a temporary file: constant memory, and the loader can measure progress in bytes.
+    spool = tempfile.TemporaryFile()
+    with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes(1 << 20):
+            spool.write(chunk)
+    spool.seek(0)
+    return spool
+
+
+def _type_rank(name: str) -> tuple[int, str]:
+    head = Path(name).name.split(".", 1)[0]
+    return (TYPE_ORDER.index(head) if head in TYPE_ORDER else len(TYPE_ORDER), name)
+
+
+def source_for(path: Path) -> Source:
+    kind = "bundle" if path.name.endswith(JSON_SUFFIXES) and not path.name.endswith(NDJSON_SUFFIXES) else "ndjson"
+    return Source(str(path), kind, path=path, size=path.stat().st_size)
+
+
+def expand_paths(paths: list[Path]) -> list[Source]:
+    """Files as given; a folder contributes its NDJSON files, or, when it has none, its JSON Bundles."""
+    sources: list[Source] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(NDJSON_SUFFIXES))
+            if not files:
+                files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(JSON_SUFFIXES))
+            sources.extend(source_for(p) for p in sorted(files, key=lambda p: _type_rank(p.name)))
+        else:
+            sources.append(source_for(path))
+    return sources
+
+
+@dataclass
+class Summary:
+    loaded: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    per_type: dict[str, int] = field(default_factory=dict)
+    inputs: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    line: int
+    op: WriteOp
+
+
+class _BadLine(Exception):
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ImportRun:
+    """One import: sources in order, one error sink, one conditional-reference cache."""
+
+    def __init__(self, engine: Engine, error_sink: Path | IO[bytes] | None, *, batch_size: int = 1000,
+                 progress_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.progress_bytes = progress_bytes or (lambda n: None)
+        self.check = check or (lambda: None)
+        self.summary = Summary()
+        self._refs: dict[str, str] = {}
+        self._errors_path = error_sink if isinstance(error_sink, Path) else None
+        self._errors: IO[bytes] | None = error_sink if error_sink is not None and not isinstance(error_sink, Path) else None
+
+    # ------------------------------------------------------------ errors
+
+    def _error(self, source: str, line: int | None, message: str, code: str = "invalid") -> None:
+        self.summary.errors += 1
+        where = f"{source}, line {line}" if line is not None else source
+        outcome = {"resourceType": "OperationOutcome", "issue": [{
+            "severity": "error", "code": code, "diagnostics": f"{where}: {message}",
+            "location": [where],
+        }]}
+        if self._errors is None and self._errors_path is not None:
+            self._errors_path.parent.mkdir(parents=True, exist_ok=True)
+            self._errors = self._errors_path.open("wb")
+        if self._errors is not None:
+            self._errors.write(orjson.dumps(outcome) + b"\n")
+
+    def close(self) -> None:
+        if self._errors is not None and self._errors_path is not None:
+            self._errors.close()
+
+    # ------------------------------------------------------------ driving
+
+    def load(self, sources: list[Source]) -> Summary:
+        try:
+            for source in sources:
+                self.check()
+                before = (self.summary.loaded, self.summary.unchanged, self.summary.errors)
+                try:
+                    if source.kind == "bundle":
+                        self._load_bundle(source)
+                    else:
+                        self._load_ndjson(source)
+                except (OSError, EOFError, ValueError) as exc:  # unreadable input (bad gzip, HTTP error)
+                    self._error(source.name, None, f"cannot read this input: {exc}", code="exception")
+                self.summary.inputs.append({
+                    "input": source.name,
+                    "loaded": self.summary.loaded - before[0],
+                    "unchanged": self.summary.unchanged - before[1],
+                    "errors": self.summary.errors - before[2],
+                })
+        finally:
+            self.close()
+        return self.summary
+
+    def _load_ndjson(self, source: Source) -> None:
+        reader, raw = source.open()
+        with raw:
+            batch: list[_Item] = []
+            keys: set[tuple[str, str]] = set()
+            position = 0
+            for number, line in enumerate(reader, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    op = self._parse(line)
+                except _BadLine as exc:
+                    self._error(source.name, number, str(exc), exc.code)
+                    continue
+                key = (op.res_type, op.res_id)
+                if key in keys:  # the same resource twice in one batch: write the first batch now
+                    self._flush(source.name, batch)
+                    keys.clear()
+                batch.append(_Item(number, op))
+                keys.add(key)
+                if len(batch) >= self.batch_size:
+                    self._flush(source.name, batch)
+                    keys.clear()
+                    position = self._advance(raw, position)
+            self._flush(source.name, batch)
+            self._advance(raw, position)
+
+    def _advance(self, raw: IO[bytes], position: int) -> int:
+        try:
+            now = raw.tell()
+        except (OSError, io.UnsupportedOperation):
+            return position
+        self.progress_bytes(now - position)
+        self.check()
+        return now
+
+    def _parse(self, line: bytes) -> WriteOp:
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _BadLine(f"not JSON: {exc}", "structure") from exc
+        return self._op_for(resource)
+
+    def _op_for(self, resource: object) -> WriteOp:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise _BadLine("not a FHIR resource (no resourceType)", "structure")
+        res_type = resource["resourceType"]
+        if not structure.is_resource_type(res_type):
+            raise _BadLine(f"unknown resource type '{res_type}'", "not-supported")
+        res_id = resource.get("id")
+        if not isinstance(res_id, str):
+            raise _BadLine(f"{res_type} has no id: bulk import keeps the ids of the source", "required")
+        try:
+            check_id(res_id)
+            validate_or_raise(resource, res_type)
+        except FhirError as exc:
+            raise _BadLine(f"{res_type}/{res_id}: {exc.diagnostics}", exc.issues[0].code) from exc
+        return WriteOp(res_type, res_id, resource)
+
+    # ------------------------------------------------------------ writing
+
+    def _flush(self, source: str, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        items = list(batch)
+        batch.clear()
+        good = self._resolve_references(source, items)
+        try:
+            with self.engine.begin() as conn:
+                todo = self._changed(conn, good)
+                write_resources(conn, [i.op for i in todo])
+            self._count(todo, len(good) - len(todo))
+            return
+        except Exception:  # noqa: BLE001 - find the bad resource(s), keep the good ones
+            pass
+        for item in good:
+            try:
+                with self.engine.begin() as conn:
+                    todo = self._changed(conn, [item])
+                    write_resources(conn, [i.op for i in todo])
+                self._count(todo, 1 - len(todo))
+            except FhirError as exc:
+                self._error(source, item.line, f"{item.op.res_type}/{item.op.res_id}: {exc.diagnostics}", exc.issues[0].code)
+            except Exception as exc:  # noqa: BLE001
+                self._error(source, item.line, f"{item.op.res_type}/{item.op.res_id}: not stored ({type(exc).__name__})",
+                            "exception")
+
+    def _count(self, written: list[_Item], unchanged: int) -> None:
+        self.summary.loaded += len(written)
+        self.summary.unchanged += unchanged
+        for item in written:
+            self.summary.per_type[item.op.res_type] = self.summary.per_type.get(item.op.res_type, 0) + 1
+
+    def _changed(self, conn, items: list[_Item]) -> list[_Item]:  # noqa: ANN001
+        """Drop resources whose stored current version already has this exact content."""
+        by_type: dict[str, list[str]] = {}
+        for item in items:
+            by_type.setdefault(item.op.res_type, []).append(item.op.res_id)
+        current: dict[tuple[str, str], tuple[int, object, str]] = {}
+        for res_type, ids in by_type.items():
+            rows = conn.execute(
+                text(
+                    "SELECT r.res_id, r.version, r.last_updated, v.content FROM resource r JOIN resource_version v"
+                    " ON v.rid = r.rid AND v.version = r.version WHERE r.res_type = :t AND r.res_id = ANY(:ids)"
+                    " AND NOT r.deleted"
+                ),
+                {"t": res_type, "ids": ids},
+            )
+            for res_id, version, updated, content in rows:
+                current[(res_type, res_id)] = (version, updated, content)
+        out = []
+        for item in items:
+            found = current.get((item.op.res_type, item.op.res_id))
+            if found is not None and item.op.resource is not None:
+                version, updated, content = found
+                if orjson.dumps(stamp_meta(item.op.resource, version, updated)).decode() == content:  # type: ignore[arg-type]
+                    continue
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------ conditional references
+
+    def _resolve_references(self, source: str, items: list[_Item]) -> list[_Item]:
+        wanted: set[str] = set()
+        for item in items:
+            _conditional_refs(item.op.resource, wanted)
+        missing = [r for r in wanted if r not in self._refs]
+        failures: dict[str, str] = {}
+        if missing:
+            from fhirlake.services.bundle import resolve_conditional_reference
+
+            with self.engine.connect() as conn:
+                for ref in missing:
+                    try:
+                        self._refs[ref] = resolve_conditional_reference(conn, ref)
+                    except Exception as exc:  # noqa: BLE001 - FhirError or SearchError
+                        failures[ref] = getattr(exc, "diagnostics", None) or str(exc)
+                        conn.rollback()
+        good = []
+        for item in items:
+            refs: set[str] = set()
+            _conditional_refs(item.op.resource, refs)
+            bad = [r for r in refs if r in failures]
+            if bad:
+                self._error(source, item.line, f"{item.op.res_type}/{item.op.res_id}: {failures[bad[0]]}", "not-found")
+                continue
+            if refs:
+                item.op.resource = _rewrite(item.op.resource, self._refs)  # type: ignore[assignment]
+            good.append(item)
+        return good
+
+    # ------------------------------------------------------------ bundles
+
+    def _load_bundle(self, source: Source) -> None:
+        reader, raw = source.open()
+        with raw:
+            data = reader.read()
+            self.progress_bytes(source.size)
+        try:
+            bundle = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            self._error(source.name, None, f"not JSON: {exc}", "structure")
+            return
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") not in (
+                "transaction", "batch", "collection"):
+            self._error(source.name, None, "not a transaction, batch or collection Bundle", "structure")
+            return
+        entries = bundle.get("entry") or []
+        mapping: dict[str, str] = {}
+        for entry in entries:
+            full_url, resource = entry.get("fullUrl"), entry.get("resource")
+            if isinstance(full_url, str) and full_url.startswith("urn:uuid:") and isinstance(resource, dict):
+                mapping[full_url] = f"{resource.get('resourceType')}/{full_url[len('urn:uuid:'):]}"
+        items: list[_Item] = []
+        for n, entry in enumerate(entries):
+            method = ((entry.get("request") or {}).get("method") or "PUT").upper()
+            resource = entry.get("resource")
+            if method not in ("POST", "PUT") or not isinstance(resource, dict):
+                self._error(source.name, None, f"Bundle.entry[{n}]: only POST and PUT entries with a resource are loaded")
+                continue
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str) and full_url in mapping:
+                resource = {**resource, "id": mapping[full_url].split("/", 1)[1]}
+            resource = _rewrite(resource, mapping)
+            try:
+                items.append(_Item(n, self._op_for(resource)))
+            except _BadLine as exc:
+                self._error(source.name, None, f"Bundle.entry[{n}]: {exc}", exc.code)
+        batch: list[_Item] = []
+        seen: set[tuple[str, str]] = set()
+        for item in items:
+            key = (item.op.res_type, item.op.res_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            batch.append(item)
+        self._flush(source.name, batch)
+
+
+def _conditional_refs(node: object, found: set[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                if "?" in value and not value.startswith("#"):
+                    found.add(value)
+            elif isinstance(value, (dict, list)):
+                _conditional_refs(value, found)
+    elif isinstance(node, list):
+        for v in node:
+            if isinstance(v, (dict, list)):
+                _conditional_refs(v, found)
+
+
+def _rewrite(node: object, mapping: dict[str, str]) -> object:
+    if isinstance(node, dict):
+        return {k: (mapping.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, mapping))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite(v, mapping) for v in node]
+    return node
