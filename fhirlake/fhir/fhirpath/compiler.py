@@ -176,6 +176,20 @@ def _member_step(key: str) -> Callable[[list], list]:
 
 def _keyed_step(keys: tuple[str, ...]) -> Callable[[list], list]:
     """Access of a choice element: the first of its typed keys found in each item."""
+    if len(keys) > 6:  # Extension.value[x] has 50 variants: look at the item's few keys instead
+        key_set = frozenset(keys)
+
+        def scan_step(items: list) -> list:
+            out: list = []
+            for it in items:
+                if type(it) is dict:
+                    for k, v in it.items():
+                        if k in key_set and v is not None:
+                            _append_value(out, v)
+                            break
+            return out
+        return scan_step
+
     def step(items: list) -> list:
         out: list = []
         for it in items:
@@ -433,10 +447,10 @@ class Compiler:
     def _choice_type_op(self, op: str, operand: Compiled, name: str, result_type: str) -> Compiled:
         """`value.ofType(Quantity)` on a choice element reads `valueQuantity` directly."""
         tf, base, variants = operand.choice  # type: ignore[misc]
-        if variants is None:  # type unknown at compile time: accept any FHIR type's key
+        if variants is None:  # parent type unknown at compile time: read the typed key from the data
             keys: tuple[str, ...] = (base + model.cap(name),)
-            if name in model.FHIR_TO_SYSTEM or structure.get_type(name) is None:
-                keys = (base + model.cap(name),)
+        elif op != "is" and name in model.FHIR_TO_SYSTEM:  # as/ofType: a code is not a string
+            keys = tuple(k for k, t in variants if t == name)
         else:
             keys = tuple(k for k, t in variants if name in model.ancestors(t))
         plain = _member_step(base) if variants is None else None

@@ -122,10 +122,8 @@ def value_matches(value: Any, static_type: str | None, namespace: str | None, na
     if type(value) is dict:
         rt = value.get("resourceType")
         if rt is not None and namespace in (None, "FHIR"):
-            return name in ancestors(rt) or (name == "Resource" and True)
-        if getattr(value, "get", None) and value.get("__reference_type__") and namespace in (None, "FHIR"):
-            return name in ancestors(value["__reference_type__"])
-        return False
+            return name in ancestors(rt)
+        return False  # an element of unknown type: only the model could tell
     system = runtime_system_type(value)
     if system is None:
         return False
