@@ -245,16 +245,16 @@ def _next_seqs(conn: Connection, n: int) -> list[int]:
 
 
 def _insert_versions(conn: Connection, rows: list[dict]) -> None:
-    cols = {k: [r[k] for r in rows] for k in rows[0]}
-    conn.execute(
-        text(
-            "INSERT INTO resource_version (rid, version, res_type, res_id, seq, last_updated, method, content)"
-            " SELECT * FROM unnest(CAST(:rid AS bigint[]), CAST(:version AS int[]), CAST(:res_type AS text[]),"
-            " CAST(:res_id AS text[]), CAST(:seq AS bigint[]), CAST(:last_updated AS timestamptz[]),"
-            " CAST(:method AS text[]), CAST(:content AS text[]))"
-        ),
-        cols,
-    )
+    # COPY: the content text is large, and COPY moves it without per-value SQL escaping.
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(
+        "COPY resource_version (rid, version, res_type, res_id, seq, last_updated, method, content) FROM STDIN"
+    ) as copy:
+        for r in rows:
+            copy.write_row((r["rid"], r["version"], r["res_type"], r["res_id"], r["seq"], r["last_updated"],
+                            r["method"], r["content"]))
+    cols = {k: [r[k] for r in rows] for k in ("rid", "version", "seq", "last_updated", "method")}
     conn.execute(
         text(
             "UPDATE resource r SET version = u.version, seq = u.seq, last_updated = u.last_updated,"
@@ -263,7 +263,7 @@ def _insert_versions(conn: Connection, rows: list[dict]) -> None:
             " CAST(:last_updated AS timestamptz[]), CAST(:method AS text[])) AS u(rid, version, seq, last_updated, method)"
             " WHERE r.rid = u.rid"
         ),
-        {k: cols[k] for k in ("rid", "version", "seq", "last_updated", "method")},
+        cols,
     )
 
 
