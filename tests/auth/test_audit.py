@@ -35,8 +35,9 @@ def count_for(engine: Engine, client_id: str) -> int:
         return conn.execute(select(func.count()).where(audit_event.c.client_id == client_id)).scalar_one()
 
 
-def test_group_commit_loses_nothing_under_concurrency(engine: Engine) -> None:
-    writer = AuditWriter(engine)
+@pytest.mark.parametrize("synchronous", [True, False])
+def test_group_commit_loses_nothing_under_concurrency(engine: Engine, synchronous: bool) -> None:
+    writer = AuditWriter(engine, synchronous=synchronous)
     client_id = marker()
     threads_n, per_thread = 16, 40
     errors: list[BaseException] = []
