@@ -141,11 +141,19 @@ class Worker:
         self.timing = timing or JobTiming.from_env()
         self.worker_id = new_worker_id()
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._running: dict[str, str] = {}
         load_handlers(extra_modules)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def pause(self) -> None:
+        """Stop claiming new jobs (running ones finish); ``resume()`` undoes it."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def run_forever(self, threads: int = 1) -> None:
         log.info("worker %s started (%d thread%s)", self.worker_id, threads, "s" if threads > 1 else "")
@@ -167,6 +175,9 @@ class Worker:
 
     def _loop(self, worker_id: str) -> None:
         while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(self.timing.idle_poll_seconds)
+                continue
             try:
                 job = run_one(self.engine, self.settings, worker_id, self.kinds, self.timing, self._running)
             except Exception:  # noqa: BLE001 - database unavailable: wait and retry

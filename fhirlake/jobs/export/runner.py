@@ -93,6 +93,7 @@ def run_export(engine: Engine, req: ExportRequest, folder: str | Path, *, file_m
                 name = _file_name(res_type, index, req)
                 count = _write_file(raw, sel, res_type, lo, hi, folder, name, req, check)
                 outcome.output.append(OutputFile(res_type, name, count))
+                check()
                 done += count
                 progress({"phase": "exporting", "type": res_type, "done": done, "total": grand})
         if req.since:
