@@ -1,0 +1,191 @@
+"""Build one generation of a materialized view: evaluate resources into Parquet parts that carry
+row-aligned resource keys, and carry unchanged rows over from the previous generation.
+
+Rows are tied to the resource they came from by evaluating a *keyed* copy of the view: the same
+definition with one more top-level select, ``getResourceKey()``. Top-level selects are
+cross-joined and that select yields exactly one value per resource, so the keyed view yields the
+same rows in the same order, plus the key. The key goes to ``keys/``; the rows go to ``data/``
+with the view's own schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .catalog import compiled
+from .compiler import DEFAULT_BATCH_SIZE, CompiledView
+from .errors import ViewDefinitionError
+from .lake import DATA, KEYS, Part, ViewLake, ViewMetadata
+from .ndjson import parse_line
+
+KEY_COLUMN = "fhirlake_resource_key"
+KEY_SCHEMA = pa.schema([pa.field("key", pa.string())])
+PART_ROWS = 500_000  # rows per part file before a new one starts
+PARQUET_OPTIONS = {"compression": "snappy"}
+
+Deidentify = Callable[[dict], dict | None]
+
+
+def keyed_definition(definition: dict) -> dict:
+    """The definition with a leading top-level select yielding the resource key."""
+    keyed = copy.deepcopy(definition)
+    selects = keyed.get("select")
+    if not isinstance(selects, list):
+        return keyed  # compile_view will reject it with a precise error
+    keyed["select"] = [{"column": [{"name": KEY_COLUMN, "path": "getResourceKey()", "type": "string"}]}, *selects]
+    return keyed
+
+
+class KeyedView:
+    """A compiled view and its keyed twin; evaluates to (keys, rows) batch pairs."""
+
+    def __init__(self, definition: dict) -> None:
+        self.view: CompiledView = compiled(definition)
+        if KEY_COLUMN in self.view.column_names:
+            raise ViewDefinitionError(f"the column name {KEY_COLUMN!r} is reserved by the lake", "select")
+        self.keyed: CompiledView = compiled(keyed_definition(definition))
+        self.schema: pa.Schema = self.view.schema
+
+    @property
+    def resource_type(self) -> str:
+        return self.view.resource_type
+
+    def _split(self, batch: pa.RecordBatch) -> tuple[pa.Array, pa.RecordBatch]:
+        return batch.column(0), pa.RecordBatch.from_arrays(batch.columns[1:], schema=self.schema)
+
+    def evaluate_lines(self, lines: Iterable[bytes], batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[pa.Array, pa.RecordBatch]]:
+        """From raw NDJSON lines of this view's resource type (the vectorized back end when possible)."""
+        for batch in self.keyed.evaluate_ndjson(lines, batch_size=batch_size):
+            yield self._split(batch)
+
+    def evaluate_deidentified(self, lines: Iterable[bytes], deidentify: Deidentify,
+                              batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[pa.Array, pa.RecordBatch]]:
+        """Rows of the de-identified resources, keyed by the ORIGINAL resource id (what changes track)."""
+        keys: list[str] = []
+        rows: list[tuple] = []
+        for line in lines:
+            resource = parse_line(line)
+            original_key = resource.get("id")
+            cleaned = deidentify(resource)
+            if cleaned is None:
+                continue  # the de-identifier could not process it: nothing of it is published
+            for row in self.view.row_tuples([cleaned]):
+                keys.append(original_key)
+                rows.append(row)
+            if len(rows) >= batch_size:
+                yield pa.array(keys, pa.string()), self.view.batch_from_tuples(rows)
+                keys, rows = [], []
+        if rows:
+            yield pa.array(keys, pa.string()), self.view.batch_from_tuples(rows)
+
+
+class GenerationBuilder:
+    """Writes one new generation of a view; ``publish()`` makes it current, ``abort()`` drops it."""
+
+    def __init__(self, lake: ViewLake, name: str, schema: pa.Schema) -> None:
+        self.lake = lake
+        self.name = name
+        self.schema = schema
+        self.dir: Path = lake.new_generation(name)
+        self.parts: list[Part] = []
+        self._data_writer: pq.ParquetWriter | None = None
+        self._key_writer: pq.ParquetWriter | None = None
+        self._open_rows = 0
+        self._open_file: str | None = None
+
+    @property
+    def row_count(self) -> int:
+        return sum(p.rows for p in self.parts) + self._open_rows
+
+    # -------------------------------------------------------------- new rows
+
+    def add(self, keys: pa.Array, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._data_writer is None:
+            self._open_part()
+        assert self._data_writer is not None and self._key_writer is not None
+        self._data_writer.write_batch(batch)
+        self._key_writer.write_batch(pa.RecordBatch.from_arrays([keys], schema=KEY_SCHEMA))
+        self._open_rows += batch.num_rows
+        if self._open_rows >= PART_ROWS:
+            self._close_part()
+
+    def _open_part(self) -> None:
+        self._open_file = f"part-{uuid.uuid4().hex[:12]}.parquet"
+        self._data_writer = pq.ParquetWriter(self.dir / DATA / self._open_file, self.schema, **PARQUET_OPTIONS)
+        self._key_writer = pq.ParquetWriter(self.dir / KEYS / self._open_file, KEY_SCHEMA, **PARQUET_OPTIONS)
+        self._open_rows = 0
+
+    def _close_part(self) -> None:
+        if self._data_writer is None:
+            return
+        assert self._key_writer is not None and self._open_file is not None
+        self._data_writer.close()
+        self._key_writer.close()
+        self.parts.append(Part(self._open_file, self._open_rows))
+        self._data_writer = self._key_writer = None
+        self._open_rows = 0
+
+    # -------------------------------------------------------------- rows kept from the previous generation
+
+    def carry_over(self, previous_dir: Path, parts: list[Part], removed_keys: pa.Array) -> int:
+        """Keep every row of the previous generation whose resource key is not in ``removed_keys``.
+
+        A part without a removed key is hard-linked (no copy, no rewrite); the others are filtered.
+        Returns the number of rows dropped.
+        """
+        dropped = 0
+        for part in parts:
+            if part.rows == 0:
+                continue
+            keys = pq.read_table(previous_dir / KEYS / part.file).column(0)
+            hit = pc.is_in(keys, value_set=removed_keys)
+            hits = pc.sum(hit).as_py() or 0
+            if hits == 0:
+                os.link(previous_dir / DATA / part.file, self.dir / DATA / part.file)
+                os.link(previous_dir / KEYS / part.file, self.dir / KEYS / part.file)
+                self.parts.append(Part(part.file, part.rows))
+                continue
+            dropped += hits
+            if hits == part.rows:
+                continue
+            keep = pc.invert(hit)
+            data = pq.read_table(previous_dir / DATA / part.file, schema=self.schema).filter(keep)
+            file = f"part-{uuid.uuid4().hex[:12]}.parquet"
+            pq.write_table(data, self.dir / DATA / file, **PARQUET_OPTIONS)
+            pq.write_table(pa.table([keys.filter(keep)], schema=KEY_SCHEMA), self.dir / KEYS / file, **PARQUET_OPTIONS)
+            self.parts.append(Part(file, data.num_rows))
+        return dropped
+
+    # -------------------------------------------------------------- finish
+
+    def finish(self) -> None:
+        if not self.parts and self._data_writer is None:
+            self._open_part()  # an empty view still publishes one file: readers get its schema
+        self._close_part()
+
+    def publish(self, meta: ViewMetadata) -> ViewMetadata:
+        self.finish()
+        meta.parts = list(self.parts)
+        meta.row_count = sum(p.rows for p in self.parts)
+        meta.generation = self.dir.name
+        self.lake.publish(self.name, self.dir, meta)
+        return meta
+
+    def abort(self) -> None:
+        for writer in (self._data_writer, self._key_writer):
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:  # noqa: BLE001 - already failing; the folder is removed next
+                    pass
+        self.lake.discard(self.dir)

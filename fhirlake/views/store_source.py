@@ -1,0 +1,129 @@
+"""Read resources for view refreshes from the store, inside one consistent snapshot.
+
+Watermark (DESIGN.md: sequence order is not commit order): a refresh opens a REPEATABLE READ
+snapshot and records it whole, ``pg_current_snapshot()`` (``xmin:xmax:in-progress-txids``), as its
+watermark. The next refresh re-evaluates exactly the resources whose versions it can see but the
+previous snapshot could not: ``txid >= pg_snapshot_xmin(previous) AND NOT
+pg_visible_in_snapshot(txid, previous)``. Every transaction below ``xmin`` had finished when the
+previous snapshot was taken, so it was seen then; one still running then (however late it commits,
+whatever its sequence numbers) is invisible to that snapshot and is read by the first refresh that
+sees it. This is the ``txid >= previous_xmin AND txid < current_xmin`` window made exact: committed
+transactions above ``xmin`` are not read twice, which matters when other sessions of the cluster
+hold ``xmin`` back. Re-evaluation is an upsert, so reading a change twice would be harmless anyway.
+
+Content is streamed through a server-side cursor in large batches, as raw bytes per line.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from sqlalchemy import Engine
+
+FETCH_ROWS = 10_000
+
+_CURRENT_OF_TYPE = (
+    "SELECT v.content FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+    " WHERE r.res_type = %s AND NOT r.deleted"
+)
+# The current state (content, or NULL once deleted) of every resource of a type that a
+# transaction in [lo, hi) changed.
+_CHANGED_OF_TYPE = (
+    "SELECT r.res_id, CASE WHEN r.deleted THEN NULL ELSE v.content END"
+    " FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+    " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = %s"
+    " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot))"
+)
+
+
+def lock_key(zone: str, name: str) -> int:
+    """Advisory-lock key of one materialized view (one refresh of a view at a time)."""
+    value = zlib.crc32(f"fhirlake-view:{zone}:{name}".encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+@dataclass
+class Changes:
+    removed: list[str]  # keys of every changed resource: their old rows go
+    live: list[bytes]  # current content of the changed resources that still exist
+
+
+class Snapshot:
+    """One read-only REPEATABLE READ transaction and the watermark it stands for."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        # The first statement fixes the transaction's snapshot; this is that snapshot.
+        self.watermark: str = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+
+    def count_live(self, res_type: str) -> int:
+        row = self.conn.execute("SELECT count(*) FROM resource WHERE res_type = %s AND NOT deleted", (res_type,)).fetchone()
+        return int(row[0])
+
+    def stream_current(self, res_type: str, fetch_rows: int = FETCH_ROWS) -> Iterator[list[bytes]]:
+        """Batches of the current content (one NDJSON line each) of every live resource of a type."""
+        with self.conn.cursor(name=f"fl_view_{uuid.uuid4().hex[:8]}") as cursor:
+            cursor.itersize = fetch_rows
+            cursor.execute(_CURRENT_OF_TYPE, (res_type,))
+            while True:
+                rows = cursor.fetchmany(fetch_rows)
+                if not rows:
+                    return
+                yield [row[0].encode() for row in rows]
+
+    def changes(self, res_type: str, since: str) -> Changes:
+        """What changed for ``res_type`` between watermark ``since`` (a snapshot) and this snapshot."""
+        removed: list[str] = []
+        live: list[bytes] = []
+        with self.conn.cursor(name=f"fl_chg_{uuid.uuid4().hex[:8]}") as cursor:
+            cursor.itersize = FETCH_ROWS
+            cursor.execute(_CHANGED_OF_TYPE, (res_type, since, since))
+            for res_id, content in cursor:
+                removed.append(res_id)
+                if content is not None:
+                    live.append(content.encode())
+        return Changes(removed, live)
+
+
+@contextmanager
+def view_locks(engine: Engine, keys: list[int]) -> Iterator[psycopg.Connection]:
+    """A dedicated connection holding the advisory locks of the views being refreshed."""
+    raw = engine.raw_connection()
+    try:
+        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+        conn.rollback()
+        conn.autocommit = True
+        for key in sorted(set(keys)):  # a fixed order: two refreshes never deadlock
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield conn
+        finally:
+            for key in sorted(set(keys)):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            conn.autocommit = False
+    finally:
+        raw.close()
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Snapshot]:
+    """A read-only REPEATABLE READ snapshot (its first statement fixes what it sees)."""
+    raw = engine.raw_connection()
+    try:
+        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+        conn.rollback()
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        try:
+            with conn.transaction():
+                yield Snapshot(conn)
+        finally:
+            conn.isolation_level = None
+            conn.read_only = None
+    finally:
+        raw.close()
