@@ -130,6 +130,7 @@ class ImportRun:
         self.check = check or (lambda: None)
         self.summary = Summary()
         self._refs: dict[str, str] = {}
+        self._urns: dict[str, str] = {}  # urn:uuid fullUrl -> Type/id across all Bundles of the run
         self._errors_path = error_sink if isinstance(error_sink, Path) else None
         self._errors: IO[bytes] | None = error_sink if error_sink is not None and not isinstance(error_sink, Path) else None
 
@@ -155,6 +156,13 @@ class ImportRun:
     # ------------------------------------------------------------ driving
 
     def load(self, sources: list[Source]) -> Summary:
+        # Bundles may reference entries of other Bundles (Synthea puts shared Practitioners in one):
+        # learn every urn:uuid first.
+        for source in sources:
+            if source.kind == "bundle":
+                bundle = self._read_bundle(source, report=False)
+                if bundle is not None:
+                    self._learn_urns(bundle)
         try:
             for source in sources:
                 self.check()
@@ -330,26 +338,37 @@ class ImportRun:
 
     # ------------------------------------------------------------ bundles
 
-    def _load_bundle(self, source: Source) -> None:
-        reader, raw = source.open()
-        with raw:
-            data = reader.read()
-            self.progress_bytes(source.size)
+    def _read_bundle(self, source: Source, report: bool = True) -> dict | None:
         try:
+            reader, raw = source.open()
+            with raw:
+                data = reader.read()
             bundle = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            self._error(source.name, None, f"not JSON: {exc}", "structure")
-            return
+        except (OSError, EOFError, orjson.JSONDecodeError) as exc:
+            if report:
+                self._error(source.name, None, f"not readable JSON: {exc}", "structure")
+            return None
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") not in (
                 "transaction", "batch", "collection"):
-            self._error(source.name, None, "not a transaction, batch or collection Bundle", "structure")
-            return
-        entries = bundle.get("entry") or []
-        mapping: dict[str, str] = {}
-        for entry in entries:
+            if report:
+                self._error(source.name, None, "not a transaction, batch or collection Bundle", "structure")
+            return None
+        return bundle
+
+    def _learn_urns(self, bundle: dict) -> None:
+        for entry in bundle.get("entry") or []:
             full_url, resource = entry.get("fullUrl"), entry.get("resource")
             if isinstance(full_url, str) and full_url.startswith("urn:uuid:") and isinstance(resource, dict):
-                mapping[full_url] = f"{resource.get('resourceType')}/{full_url[len('urn:uuid:'):]}"
+                self._urns[full_url] = f"{resource.get('resourceType')}/{full_url[len('urn:uuid:'):]}"
+
+    def _load_bundle(self, source: Source) -> None:
+        bundle = self._read_bundle(source)
+        self.progress_bytes(source.size)
+        if bundle is None:
+            return
+        self._learn_urns(bundle)
+        entries = bundle.get("entry") or []
+        mapping = self._urns
         items: list[_Item] = []
         for n, entry in enumerate(entries):
             method = ((entry.get("request") or {}).get("method") or "PUT").upper()

@@ -1,0 +1,167 @@
+"""Import of every shared Synthea set into a fresh database, bad lines, idempotency, $import over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tarfile
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from fhirlake.jobs.imports.loader import ImportRun, expand_paths
+from fhirlake.store.db import make_engine
+from fhirlake.store.migrate import upgrade
+from tests.bulk.conftest import MSFT, SMART_100, SMART_BULK, SYNTHEA, wait_for
+from tests.conftest import PG_SERVER, create_database, drop_database
+
+
+@pytest.fixture(scope="module")
+def fresh():  # noqa: ANN201
+    name = create_database("fhirlake_import")
+    url = f"{PG_SERVER}/{name}"
+    eng = make_engine(url, pool_size=4)
+    upgrade(eng)
+    yield url, eng
+    eng.dispose()
+    drop_database(name)
+
+
+def _ndjson_ids(folder: Path) -> set[tuple[str, str]]:
+    ids = set()
+    for path in folder.glob("*.ndjson.gz"):
+        for line in gzip.open(path):
+            r = orjson.loads(line)
+            if "resourceType" in r:
+                ids.add((r["resourceType"], r["id"]))
+    return ids
+
+
+def _db_ids(eng) -> set[tuple[str, str]]:  # noqa: ANN001
+    with eng.connect() as conn:
+        return {(t, i) for t, i in conn.execute(text("SELECT res_type, res_id FROM resource WHERE NOT deleted"))}
+
+
+def test_every_synthea_set_with_the_cli(fresh, tmp_path) -> None:  # noqa: ANN001
+    from fhirlake.cli.main import cli
+
+    url, eng = fresh
+    runner = CliRunner()
+    expected: set[tuple[str, str]] = set()
+    for folder in (SMART_BULK, MSFT, SMART_100):
+        errors = tmp_path / f"{folder.name}-errors.ndjson"
+        result = runner.invoke(cli, ["--database-url", url, "import", str(folder), "--errors", str(errors)])
+        expected |= _ndjson_ids(folder)
+        assert _db_ids(eng) == expected, result.output
+        if folder == SMART_BULK:
+            # the exporting client's log is not FHIR: every one of its lines is reported, nothing of it loaded
+            assert result.exit_code == 1
+            outcomes = [orjson.loads(x) for x in errors.read_bytes().splitlines()]
+            log_lines = sum(1 for _ in gzip.open(folder / "log.ndjson.gz"))
+            assert len(outcomes) == log_lines
+            assert all("log.ndjson.gz, line" in o["issue"][0]["diagnostics"] for o in outcomes)
+            # conditional references were resolved to real ids
+            with eng.connect() as conn:
+                content = conn.execute(text(
+                    "SELECT v.content FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+                    " WHERE r.res_type = 'Encounter' LIMIT 1")).scalar()
+            assert "?identifier=" not in content and '"Organization/' in content
+        else:
+            assert result.exit_code == 0, result.output
+    # the msft set also ships as per-patient transaction Bundles (urn:uuid references)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    with tarfile.open(MSFT / "bundles.tar.gz") as tar:
+        tar.extractall(bundles, filter="data")
+    run = ImportRun(eng, tmp_path / "bundle-errors.ndjson")
+    summary = run.load(expand_paths([bundles]))
+    in_bundles = set()
+    for p in bundles.rglob("*.json"):
+        for entry in orjson.loads(p.read_bytes())["entry"]:
+            in_bundles.add((entry["resource"]["resourceType"], entry["fullUrl"].removeprefix("urn:uuid:")))
+    assert summary.errors == 0
+    assert in_bundles <= _db_ids(eng)
+    with eng.connect() as conn:
+        dangling = conn.execute(text(
+            "SELECT count(*) FROM resource_version v WHERE v.content LIKE '%\"reference\":\"urn:uuid:%'")).scalar()
+    assert dangling == 0
+
+
+def test_bad_lines_are_reported_and_good_ones_kept(fresh, tmp_path) -> None:  # noqa: ANN001
+    _url, eng = fresh
+    good = [{"resourceType": "Patient", "id": f"imp-good-{n}", "gender": "female"} for n in range(5)]
+    lines = [
+        orjson.dumps(good[0]),
+        b'{"resourceType": "Patient", "id": "broken-json"',  # 2: not JSON
+        orjson.dumps(good[1]),
+        orjson.dumps({"id": "x"}),  # 4: no resourceType
+        orjson.dumps({"resourceType": "Patient", "id": "imp-bad-gender", "gender": 7}),  # 5: invalid
+        orjson.dumps(good[2]),
+        orjson.dumps({"resourceType": "Observation", "id": "imp-bad-ref", "status": "final",
+                      "code": {"text": "x"}, "subject": {"reference": "Patient?identifier=nobody|none"}}),  # 7
+        orjson.dumps({"resourceType": "Patient", "gender": "male"}),  # 8: no id
+        orjson.dumps(good[3]),
+        orjson.dumps(good[4]),
+    ]
+    path = tmp_path / "Mixed.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    errors = tmp_path / "errors.ndjson"
+    summary = ImportRun(eng, errors, batch_size=3).load(expand_paths([path]))
+    assert summary.loaded == 5 and summary.errors == 5
+    outcomes = [orjson.loads(x) for x in errors.read_bytes().splitlines()]
+    lines_reported = sorted(int(o["issue"][0]["location"][0].rsplit("line ", 1)[1]) for o in outcomes)
+    assert lines_reported == [2, 4, 5, 7, 8]
+    assert all(o["resourceType"] == "OperationOutcome" and str(path) in o["issue"][0]["diagnostics"] for o in outcomes)
+    with eng.connect() as conn:
+        ids = {r[0] for r in conn.execute(text("SELECT res_id FROM resource WHERE res_id LIKE 'imp-%'"))}
+    assert ids == {g["id"] for g in good}
+
+
+def test_reimport_is_idempotent(fresh, tmp_path) -> None:  # noqa: ANN001
+    _url, eng = fresh
+    source = tmp_path / "Patient.ndjson.gz"
+    shutil.copy(SMART_BULK / "Patient.000.ndjson.gz", source)
+    with eng.connect() as conn:
+        versions_before = conn.execute(text("SELECT count(*) FROM resource_version")).scalar()
+    summary = ImportRun(eng, None).load(expand_paths([source]))
+    assert summary.loaded == 0 and summary.unchanged == sum(1 for _ in gzip.open(source)) and summary.errors == 0
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM resource_version")).scalar() == versions_before
+    # a changed resource under the same id becomes a new version, not a duplicate
+    first = orjson.loads(gzip.open(source).readline())
+    first["gender"] = "unknown" if first.get("gender") != "unknown" else "other"
+    changed = tmp_path / "Changed.ndjson"
+    changed.write_bytes(orjson.dumps(first) + b"\n")
+    assert ImportRun(eng, None).load(expand_paths([changed])).loaded == 1
+    with eng.connect() as conn:
+        version, n = conn.execute(text(
+            "SELECT max(version), count(*) FROM resource WHERE res_type = 'Patient' AND res_id = :i"), {"i": first["id"]}).one()
+    assert n == 1 and version == 2
+
+
+def test_import_over_http(bulk, engine, bulk_server) -> None:  # noqa: ANN001
+    params = {"resourceType": "Parameters", "parameter": [
+        {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+        {"name": "input", "part": [{"name": "type", "valueCode": "Patient"},
+                                   {"name": "url", "valueUrl": "smart-bulk-10-patients/Organization.000.ndjson.gz"}]},
+        {"name": "input", "part": [{"name": "url", "valueUrl": "smart-bulk-10-patients/log.ndjson.gz"}]},
+    ]}
+    response = bulk.post("/$import", json=params, headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 202, response.text
+    done = wait_for(bulk, response.headers["Content-Location"])
+    assert done.status_code == 200, done.text
+    manifest = done.json()
+    [err] = manifest["error"]
+    lines = bulk.get(err["url"]).content.splitlines()
+    assert len(lines) == err["count"] == sum(1 for _ in gzip.open(SMART_BULK / "log.ndjson.gz"))
+    orgs = sum(1 for _ in gzip.open(SMART_BULK / "Organization.000.ndjson.gz"))
+    assert {o["type"]: o["count"] for o in manifest["output"]} == {"Organization": orgs}
+    # paths outside the import directory are refused
+    outside = {"resourceType": "Parameters", "parameter": [
+        {"name": "input", "part": [{"name": "url", "valueUrl": "../../etc/passwd"}]}]}
+    refused = bulk.post("/$import", json=outside, headers={"Content-Type": "application/fhir+json"})
+    assert refused.status_code == 400 and "outside" in refused.json()["issue"][0]["diagnostics"]
+    assert SYNTHEA == bulk_server.settings.import_dir
