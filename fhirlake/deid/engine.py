@@ -116,7 +116,9 @@ class Deidentifier:
         # interned automaton state sets and the transition cache
         self._sets: list[frozenset] = []
         self._set_ids: dict[frozenset, int] = {}
-        self._trans: dict[tuple, tuple] = {}
+        self._tables: dict[tuple, dict[str, tuple]] = {}  # (state set, structure) -> key -> plan
+        self._keep_default = config.default_action == "keep"
+        self._hash_cache: dict[tuple[bool, str], str] = {}
         self._roots: dict[str, tuple] = {}
         self._uses_dates = any(r.method == "dateShift" for r in config.rules)
 
@@ -241,9 +243,7 @@ class Deidentifier:
             else:
                 kind, child_struct = _COMPLEX, structure.next_parent(el, type_code)
         child_set, own, wheres = self._closure(self._step_into(set_id, name, key), type_code, name)
-        plan = (child_set, own, wheres, type_code, child_struct, kind)
-        self._trans[(set_id, struct, key)] = plan
-        return plan
+        return (child_set, own, wheres, type_code, child_struct, kind)
 
     def _root_plan(self, resource_type: str) -> tuple:
         plan = self._roots.get(resource_type)
@@ -364,31 +364,39 @@ class Deidentifier:
 
     def _complex(self, node: dict, struct: str | None, set_id: int, eff: int, ctx: _Context):
         out: dict = {}
-        trans = self._trans
+        table = self._tables.get((set_id, struct))
+        if table is None:
+            table = self._tables[(set_id, struct)] = {}
+        keep_default = self._keep_default
         for key, value in node.items():
-            if key == "resourceType":
+            plan = table.get(key)
+            if plan is None:
+                if key == "resourceType":
+                    continue
+                plan = table[key] = self._transition(set_id, struct, key)
+            # fast path: a primitive no rule touches (most of a resource)
+            if plan[5] == _PRIMITIVE and plan[1] == NO_RULE and eff == NO_RULE and not plan[2] and keep_default:
+                if type(value) is list:
+                    ext = node.get("_" + key)
+                    if isinstance(ext, list):
+                        self._primitive_array(out, node, key, value, ext, plan, table, set_id, struct, eff, ctx)
+                    else:
+                        out[key] = list(value)
+                else:
+                    out[key] = value
                 continue
             if key[0] == "_" and isinstance(value, list) and isinstance(node.get(key[1:]), list):
                 continue  # handled together with its primitive array
-            plan = trans.get((set_id, struct, key)) or self._transition(set_id, struct, key)
             if type(value) is list:
-                results = [self._value(item, plan, eff, ctx, struct, key) for item in value]
-                ext_key = "_" + key
-                ext = node.get(ext_key)
-                if isinstance(ext, list) and plan[5] == _PRIMITIVE:
-                    eplan = trans.get((set_id, struct, ext_key)) or self._transition(set_id, struct, ext_key)
-                    eres = [self._value(item, eplan, eff, ctx, struct, ext_key) if item is not None else _REMOVED
-                            for item in ext]
-                    eres += [_REMOVED] * (len(results) - len(eres))
-                    keep = [i for i in range(len(results)) if results[i] is not _REMOVED or eres[i] is not _REMOVED]
-                    vals = [None if results[i] is _REMOVED else results[i] for i in keep]
-                    exts = [None if eres[i] is _REMOVED else eres[i] for i in keep]
-                    if any(v is not None for v in vals):
-                        out[key] = vals
-                    if any(e is not None for e in exts):
-                        out[ext_key] = exts
+                ext = node.get("_" + key) if plan[5] == _PRIMITIVE else None
+                if isinstance(ext, list):
+                    self._primitive_array(out, node, key, value, ext, plan, table, set_id, struct, eff, ctx)
                     continue
-                kept = [r for r in results if r is not _REMOVED]
+                kept = []
+                for item in value:
+                    result = self._value(item, plan, eff, ctx, struct, key)
+                    if result is not _REMOVED:
+                        kept.append(result)
                 if kept:
                     out[key] = kept
             else:
@@ -396,6 +404,27 @@ class Deidentifier:
                 if result is not _REMOVED:
                     out[key] = result
         return out if out else _REMOVED
+
+    def _primitive_array(self, out, node, key, value, ext, plan, table, set_id, struct, eff, ctx) -> None:
+        """`given` and `_given` change together, index by index (nulls keep them aligned)."""
+        ext_key = "_" + key
+        eplan = table.get(ext_key)
+        if eplan is None:
+            eplan = table[ext_key] = self._transition(set_id, struct, ext_key)
+        results = [self._value(item, plan, eff, ctx, struct, key) if item is not None else _REMOVED
+                   for item in value]
+        eres = [self._value(item, eplan, eff, ctx, struct, ext_key) if item is not None else _REMOVED
+                for item in ext]
+        size = max(len(results), len(eres))
+        results += [_REMOVED] * (size - len(results))
+        eres += [_REMOVED] * (size - len(eres))
+        keep = [i for i in range(size) if results[i] is not _REMOVED or eres[i] is not _REMOVED]
+        vals = [None if results[i] is _REMOVED else results[i] for i in keep]
+        exts = [None if eres[i] is _REMOVED else eres[i] for i in keep]
+        if any(v is not None for v in vals):
+            out[key] = vals
+        if any(e is not None for e in exts):
+            out[ext_key] = exts
 
     def _value(self, value: Any, plan: tuple, eff: int, ctx: _Context, struct: str | None, key: str):
         set_id, own, wheres, type_code, child_struct, kind = plan
@@ -446,9 +475,15 @@ class Deidentifier:
         if method == "cryptoHash":
             ctx.labels.add("CRYTOHASH")
             text = value if isinstance(value, str) else orjson.dumps(value).decode()
-            if struct == "Reference" and key == "reference":
-                return m.hash_reference(self._hash_key, text)
-            return m.crypto_hash(self._hash_key, text)
+            is_ref = struct == "Reference" and key == "reference"
+            cache = self._hash_cache
+            hashed = cache.get((is_ref, text))
+            if hashed is None:
+                hashed = m.hash_reference(self._hash_key, text) if is_ref else m.crypto_hash(self._hash_key, text)
+                if len(cache) > 200_000:  # bounded: ids repeat within a patient's resources
+                    cache.clear()
+                cache[(is_ref, text)] = hashed
+            return hashed
         if method == "dateShift":
             if type_code not in m.DATE_TYPES or not isinstance(value, str):
                 return value

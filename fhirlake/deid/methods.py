@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import math
 import os
@@ -28,7 +27,7 @@ _LITERAL_REF = re.compile(r"^(?P<head>(?:.*/)?[A-Z][A-Za-z]+/)(?P<id>[A-Za-z0-9\
 # --- cryptoHash -------------------------------------------------------------------------------
 def crypto_hash(key: bytes, value: str) -> str:
     """HMAC-SHA256 of the UTF-8 value, lower-case hex."""
-    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()
 
 
 def hash_reference(key: bytes, reference: str) -> str:
@@ -67,7 +66,7 @@ def decrypt(key: bytes, token: str) -> str:
 # --- dates ------------------------------------------------------------------------------------
 def date_shift_days(key: bytes, scope: str, max_days: int) -> int:
     """A stable, never-zero offset in [-max_days, max_days] from HMAC(key, scope)."""
-    n = int.from_bytes(hmac.new(key, scope.encode("utf-8"), hashlib.sha256).digest()[:8], "big")
+    n = int.from_bytes(hmac.digest(key, scope.encode("utf-8"), "sha256")[:8], "big")
     offset = n % (2 * max_days) - max_days  # -max .. max-1
     return offset if offset < 0 else offset + 1  # skip 0: -max..-1, 1..max
 
