@@ -231,7 +231,7 @@ def search(conn: Connection, req: SearchRequest) -> bytes:
         order = ", ".join(f"k{i} {'DESC' if d != backwards else 'ASC'}" for i, (_e, _c, d) in enumerate(keys))
         order = (order + ", " if order else "") + ("rid DESC" if backwards else "rid ASC")
         # sort keys come back as text: the cursor stores them verbatim (infinities included)
-        key_text = "".join(f", k{i}::text" for i in range(len(keys)))
+        key_text = "".join(f", k{i}::text AS c{i}" for i in range(len(keys)))
         query = (f"SELECT rid, res_type, res_id{key_text} FROM ({inner}) s WHERE {outer_where}"
                  f" ORDER BY {order} LIMIT {sql.p(count + 1)}")
         page = list(conn.exec_driver_sql(query, sql.args).all())

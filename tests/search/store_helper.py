@@ -65,3 +65,8 @@ def delete_resource(conn: Connection, res_type: str, res_id: str) -> None:
         (res_type, res_id),
     ).scalar()
     remove_index(conn, [rid])
+
+
+def clear_all(conn: Connection) -> None:
+    """Empty the resource and index tables (each test module starts from its own fixtures)."""
+    conn.exec_driver_sql("TRUNCATE sp_token, sp_string, sp_date, sp_number, sp_reference, sp_uri, resource_version, resource")

@@ -17,7 +17,7 @@ from fhirpathpy import evaluate
 from fhirpathpy.models import models
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store_helper import bulk_load  # noqa: E402
+from store_helper import bulk_load, clear_all  # noqa: E402
 
 from fhirlake.search.registry import registry  # noqa: E402
 from fhirlake.search.service import SearchRequest, search  # noqa: E402
@@ -53,8 +53,7 @@ def synthea(engine):
     by_type = _load()
     everything = [r for rs in by_type.values() for r in rs]
     with engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM sp_token; DELETE FROM sp_string; DELETE FROM sp_date; DELETE FROM sp_number;"
-                             " DELETE FROM sp_reference; DELETE FROM sp_uri; DELETE FROM resource_version; DELETE FROM resource")
+        clear_all(conn)
         for i in range(0, len(everything), 2000):
             bulk_load(conn, everything[i:i + 2000])
     return by_type

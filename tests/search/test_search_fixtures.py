@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store_helper import delete_resource, put_resources  # noqa: E402
+from store_helper import clear_all, delete_resource, put_resources  # noqa: E402
 
 from fhirlake.search.access import AccessConstraint  # noqa: E402
 from fhirlake.search.service import SearchError, SearchRequest, everything, find_matches, search  # noqa: E402
@@ -48,6 +48,7 @@ OBSERVATIONS = [
 @pytest.fixture(scope="module")
 def db(engine):
     with engine.begin() as conn:
+        clear_all(conn)
         put_resources(conn, PATIENTS + OBSERVATIONS)
     return engine
 
