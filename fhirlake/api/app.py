@@ -8,8 +8,10 @@ from flask import Flask
 from sqlalchemy import Engine
 
 from fhirlake.api.errors import install_error_handlers
+from fhirlake.api.guard import install_guard
 from fhirlake.api.runtime import Runtime
 from fhirlake.config import Settings
+from fhirlake.store.db import make_read_engine
 
 log = logging.getLogger("fhirlake")
 
@@ -19,8 +21,10 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
-    app.extensions["fhirlake"] = Runtime(settings=settings, engine=engine)
+    reader = make_read_engine(engine.url.render_as_string(hide_password=False), pool_size=engine.pool.size())
+    app.extensions["fhirlake"] = Runtime(settings=settings, engine=engine, reader=reader)
     install_error_handlers(app)
+    install_guard(app, settings, engine)
 
     from fhirlake.api.routes_resources import bp as resources_bp
     from fhirlake.api.routes_system import bp as system_bp

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from fhirlake.api import formats
+from fhirlake.api.guard import access, audit_ids, write_transaction
 from fhirlake.api.headers import parse_etag, parse_http_date, prefer, version_headers
 from fhirlake.api.runtime import base_url, runtime
 from fhirlake.fhir.outcome import FhirError, info_outcome, operation_outcome
@@ -30,8 +31,8 @@ def _write_response(result: WriteResult, *, status: int | None = None) -> Respon
 
 @bp.get("/<res_type>/<res_id>")
 def read(res_type: str, res_id: str) -> Response:
-    with runtime().engine.connect() as conn:
-        current = crud.read(conn, res_type, res_id)
+    with runtime().reader.connect() as conn:
+        current = crud.read(conn, res_type, res_id, access())
     headers = version_headers(current, base_url())
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and parse_etag(if_none_match, "If-None-Match") == current.version:
@@ -44,16 +45,19 @@ def read(res_type: str, res_id: str) -> Response:
 
 @bp.get("/<res_type>/<res_id>/_history/<version>")
 def vread(res_type: str, res_id: str, version: str) -> Response:
-    with runtime().engine.connect() as conn:
-        found = crud.vread(conn, res_type, res_id, version)
+    with runtime().reader.connect() as conn:
+        found = crud.vread(conn, res_type, res_id, version, access())
     return formats.render_stored(found.content or "", request, headers=version_headers(found, base_url()))
 
 
 @bp.post("/<res_type>")
 def create(res_type: str) -> Response:
     body = formats.parse_body(request)
-    with runtime().engine.begin() as conn:
-        result = crud.create(conn, res_type, body, if_none_exist=request.headers.get("If-None-Exist"))
+    with write_transaction() as conn:
+        result = crud.create(conn, res_type, body, if_none_exist=request.headers.get("If-None-Exist"),
+                             access=access())
+        if result.version:
+            audit_ids(result.version.res_id)
     return _write_response(result)
 
 
@@ -61,8 +65,8 @@ def create(res_type: str) -> Response:
 def update(res_type: str, res_id: str) -> Response:
     body = formats.parse_body(request)
     if_match = parse_etag(request.headers.get("If-Match"))
-    with runtime().engine.begin() as conn:
-        result = crud.update(conn, res_type, res_id, body, if_match=if_match)
+    with write_transaction() as conn:
+        result = crud.update(conn, res_type, res_id, body, if_match=if_match, access=access())
     return _write_response(result)
 
 
@@ -71,8 +75,10 @@ def conditional_update(res_type: str) -> Response:
     query = request.query_string.decode()
     body = formats.parse_body(request)
     if_match = parse_etag(request.headers.get("If-Match"))
-    with runtime().engine.begin() as conn:
-        result = crud.conditional_update(conn, res_type, query, body, if_match=if_match)
+    with write_transaction() as conn:
+        result = crud.conditional_update(conn, res_type, query, body, if_match=if_match, access=access())
+        if result.version:
+            audit_ids(result.version.res_id)
     return _write_response(result)
 
 
@@ -81,8 +87,8 @@ def patch_instance(res_type: str, res_id: str) -> Response:
     body = formats.parse_body(request, allow_json_patch=True)
     content_type = request.headers.get("Content-Type", "")
     if_match = parse_etag(request.headers.get("If-Match"))
-    with runtime().engine.begin() as conn:
-        result = patch.patch(conn, res_type, res_id, body, content_type, if_match=if_match)
+    with write_transaction() as conn:
+        result = patch.patch(conn, res_type, res_id, body, content_type, if_match=if_match, access=access())
     return _write_response(result)
 
 
@@ -91,21 +97,23 @@ def conditional_patch(res_type: str) -> Response:
     body = formats.parse_body(request, allow_json_patch=True)
     content_type = request.headers.get("Content-Type", "")
     if_match = parse_etag(request.headers.get("If-Match"))
-    with runtime().engine.begin() as conn:
-        matches = crud.find_matches(conn, res_type, request.query_string.decode())
+    with write_transaction() as conn:
+        matches = crud.find_matches(conn, res_type, request.query_string.decode(), access())
         if len(matches) != 1:
             status = 404 if not matches else 412
             raise FhirError(status, f"The conditional patch matched {len(matches)} resources", code="not-found"
                             if not matches else "multiple-matches")
-        result = patch.patch(conn, res_type, matches[0][1], body, content_type, if_match=if_match)
+        result = patch.patch(conn, res_type, matches[0][1], body, content_type, if_match=if_match,
+                             access=access())
+        audit_ids(matches[0][1])
     return _write_response(result)
 
 
 @bp.delete("/<res_type>/<res_id>")
 def delete(res_type: str, res_id: str) -> Response:
     if_match = parse_etag(request.headers.get("If-Match"))
-    with runtime().engine.begin() as conn:
-        result = crud.delete(conn, res_type, res_id, if_match=if_match)
+    with write_transaction() as conn:
+        result = crud.delete(conn, res_type, res_id, if_match=if_match, access=access())
     if result.version is None:
         return Response(status=204)
     return formats.render(info_outcome(f"{res_type}/{res_id} deleted"), request, status=200,
@@ -118,8 +126,8 @@ def conditional_delete(res_type: str) -> Response:
     allow_multiple = request.args.get("_multiple", "").lower() == "true" or \
         prefer(request).get("handling") == "multiple"
     query = "&".join(p for p in query.split("&") if not p.startswith("_multiple="))
-    with runtime().engine.begin() as conn:
-        count = crud.conditional_delete(conn, res_type, query, allow_multiple=allow_multiple)
+    with write_transaction() as conn:
+        count = crud.conditional_delete(conn, res_type, query, allow_multiple=allow_multiple, access=access())
     if count == 0:
         return Response(status=204)
     return formats.render(info_outcome(f"{count} {res_type} resource(s) deleted"), request, status=200)

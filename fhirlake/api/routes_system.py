@@ -9,11 +9,12 @@ from flask import Blueprint, Response, request
 from sqlalchemy import Connection
 
 from fhirlake.api import formats
+from fhirlake.api.guard import access, write_transaction
 from fhirlake.api.headers import lenient, prefer
 from fhirlake.api.runtime import base_url, runtime
 from fhirlake.fhir.outcome import FhirError
+from fhirlake.services import authz, crud, history
 from fhirlake.services import bundle as bundle_service
-from fhirlake.services import crud, history
 from fhirlake.services.capability import capability_statement
 from fhirlake.services.resource_body import check_type
 
@@ -52,12 +53,13 @@ def dispatch_read(conn: Connection, method: str, url: str) -> tuple[int, dict | 
     segments = [s for s in parts.path.split("/") if s]
     params = parse_qsl(parts.query, keep_blank_values=True)
     if len(segments) == 2:
-        found = crud.read(conn, segments[0], segments[1])
+        found = crud.read(conn, segments[0], segments[1], access())
         return 200, orjson.loads(found.content or "{}")
     if len(segments) == 4 and segments[2] == "_history":
-        found = crud.vread(conn, segments[0], segments[1], segments[3])
+        found = crud.vread(conn, segments[0], segments[1], segments[3], access())
         return 200, orjson.loads(found.content or "{}")
     if len(segments) == 1:
+        authz.require(access(), "search-type", segments[0])
         result = _search(conn, segments[0], params, None)
         return 200, orjson.loads(result) if isinstance(result, bytes) else result
     raise FhirError(400, f"Cannot process GET {url} inside a bundle", code="not-supported")
@@ -67,15 +69,24 @@ def dispatch_read(conn: Connection, method: str, url: str) -> tuple[int, dict | 
 def bundle() -> Response:
     body = formats.parse_body(request)
     return_resources = prefer(request).get("return") == "representation"
-    with runtime().engine.begin() as conn:
-        result = bundle_service.process_bundle(conn, body, base_url(), dispatch_read, return_resources)
+    with write_transaction() as conn:
+        result = bundle_service.process_bundle(conn, body, base_url(), dispatch_read, return_resources,
+                                               access=access())
     return formats.render(result, request)
 
 
 def _history(res_type: str | None, res_id: str | None) -> Response:
     settings = runtime().settings
     params = dict(request.args.items())
-    with runtime().engine.connect() as conn:
+    ctx = access()
+    with runtime().reader.connect() as conn:
+        if res_id is not None and res_type is not None:
+            authz.check_read(conn, ctx, res_type, res_id, "history-instance")
+        elif authz.is_restricted(ctx):
+            constraint = ctx.access_constraint(res_type or "Patient", "search")
+            if constraint is not None and (constraint.patient_id or constraint.filters):
+                raise authz.forbidden("Type and system history are not available to a token restricted to a "
+                                      "patient compartment or to query-restricted scopes; use search or instance history")
         body = history.history(conn, base_url(), res_type, res_id, params, page_default=settings.default_page_size,
                                page_max=settings.max_page_size, lenient=lenient(request))
     return _render_bytes(body)
@@ -105,7 +116,7 @@ def _search(conn: Connection, res_type: str | None, params: list[tuple[str, str]
     settings = runtime().settings
     del settings
     req = SearchRequest(resource_type=res_type, params=params, base_url=base_url(), lenient=lenient(request),
-                        compartment=compartment, access=_access(res_type))
+                        compartment=compartment, access=_access(res_type, params))
     try:
         return search(conn, req)
     except SearchError as exc:
@@ -113,18 +124,26 @@ def _search(conn: Connection, res_type: str | None, params: list[tuple[str, str]
                         expression=[exc.param] if exc.param else None) from exc
 
 
-def _access(res_type: str | None):  # noqa: ANN202 - AccessConstraint lives in the search package
-    from flask import g
-
-    ctx = getattr(g, "access", None)
-    if ctx is None:
+def _access(res_type: str | None, params: list[tuple[str, str]] | None = None):  # noqa: ANN202
+    """The search AccessConstraint of this request (None when unrestricted)."""
+    ctx = access()
+    if not authz.is_restricted(ctx):
         return None
-    return ctx.access_constraint(res_type or "*")
+    if res_type is None:  # system search: the first requested type decides which scopes apply
+        types = [v for k, v in (params or []) if k == "_type"]
+        res_type = types[0].split(",")[0] if types else "Patient"
+        authz.require(ctx, "search-system", res_type)
+    from fhirlake.auth import ForbiddenError
+
+    try:
+        return ctx.access_constraint(res_type, "search")
+    except ForbiddenError as exc:
+        raise authz.forbidden(exc.description) from exc
 
 
 def _search_response(res_type: str | None, params: list[tuple[str, str]],
                      compartment: tuple[str, str] | None = None) -> Response:
-    with runtime().engine.connect() as conn:
+    with runtime().reader.connect() as conn:
         result = _search(conn, res_type, params, compartment)
     if isinstance(result, bytes):
         return _render_bytes(result)
@@ -166,9 +185,9 @@ def patients_everything() -> Response:
 def _everything(patient_id: str | None) -> Response:
     from fhirlake.search.service import SearchError, everything
 
-    with runtime().engine.connect() as conn:
+    with runtime().reader.connect() as conn:
         if patient_id is not None:
-            crud.read(conn, "Patient", patient_id)
+            crud.read(conn, "Patient", patient_id, access())
         try:
             result = everything(conn, patient_id, _query_params(), base_url(), _access("Patient"))
         except SearchError as exc:

@@ -13,7 +13,8 @@ from fhirlake.config import Settings
 @dataclass
 class Runtime:
     settings: Settings
-    engine: Engine
+    engine: Engine  # transactions (writes, multi-statement work)
+    reader: Engine  # autocommit, for reads that are a single statement
 
 
 def runtime() -> Runtime:

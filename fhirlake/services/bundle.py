@@ -12,15 +12,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from sqlalchemy import Connection
 
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
-from fhirlake.services import crud
+from fhirlake.services import authz, crud
 from fhirlake.services.resource_body import check_body, check_id, check_type
-from fhirlake.store.resources import StoredVersion, WriteOp, format_instant, new_id, write_resources
+from fhirlake.store.resources import (
+    StoredVersion,
+    WriteOp,
+    format_instant,
+    new_id,
+    read_current,
+    write_resources,
+)
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -103,10 +111,10 @@ def _conditional_references(node: object, found: set[str]) -> None:
             _conditional_references(v, found)
 
 
-def resolve_conditional_reference(conn: Connection, reference: str) -> str:
+def resolve_conditional_reference(conn: Connection, reference: str, access: Any = None) -> str:
     res_type, _, query = reference.partition("?")
     check_type(res_type)
-    matches = crud.find_matches(conn, res_type, query)
+    matches = crud.find_matches(conn, res_type, query, access)
     if not matches:
         raise FhirError(400, f"Conditional reference '{reference}' matches no resource", code="not-found")
     if len(matches) > 1:
@@ -128,9 +136,22 @@ def _response_for(v: StoredVersion, status: int, base: str) -> dict:
     }
 
 
+def _authorize_write(conn: Connection, access: Any, res_type: str, res_id: str, new: dict | None,
+                     interaction: str) -> None:
+    """Same rules as the single-resource interactions: stored version visible, new content in bounds."""
+    if not authz.is_restricted(access):
+        return
+    current = read_current(conn, res_type, res_id)
+    exists = current is not None and not current.deleted and current.version > 0
+    if new is None and exists and current is not None:
+        new = orjson.loads(current.content or "{}")
+    authz.check_write(conn, access, res_type, res_id, new, interaction if exists or new is None else "create",
+                      exists=exists)
+
+
 def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDispatcher,
                         return_resources: bool = False,
-                        conditional_reference_cache: dict[str, str] | None = None) -> dict:
+                        conditional_reference_cache: dict[str, str] | None = None, access: Any = None) -> dict:
     entries = _parse_entries(bundle)
     seen_full_urls: set[str] = set()
     for e in entries:
@@ -145,7 +166,7 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
         check_type(e.res_type) if e.method != "GET" else None
         if e.method == "POST":
             if e.if_none_exist:
-                matches = crud.find_matches(conn, e.res_type, e.if_none_exist)
+                matches = crud.find_matches(conn, e.res_type, e.if_none_exist, access)
                 if len(matches) > 1:
                     raise _entry_error(e, f"ifNoneExist matched {len(matches)} resources", 412, "duplicate")
                 if matches:
@@ -156,7 +177,7 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
         elif e.method in ("PUT", "PATCH") and e.res_id is None:
             if not e.query:
                 raise _entry_error(e, f"{e.method} needs Type/id or Type?search")
-            matches = crud.find_matches(conn, e.res_type, e.query)
+            matches = crud.find_matches(conn, e.res_type, e.query, access)
             if len(matches) > 1:
                 raise _entry_error(e, f"conditional {e.method} matched {len(matches)} resources", 412,
                                    "multiple-matches")
@@ -179,7 +200,7 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
     cache = conditional_reference_cache if conditional_reference_cache is not None else {}
     for ref in conditional:
         if ref not in cache:
-            cache[ref] = resolve_conditional_reference(conn, ref)
+            cache[ref] = resolve_conditional_reference(conn, ref, access)
         mapping[ref] = cache[ref]
 
     # 3. writes, in the spec's order, as one batch through the store
@@ -192,8 +213,10 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
         if e.method == "POST" and e.response.get("status") == "200 OK":
             continue  # ifNoneExist found it; nothing to write
         if e.method == "DELETE" and e.res_id is None:
-            for _, rid in crud.find_matches(conn, e.res_type, e.query or ""):
-                ops.append(WriteOp(e.res_type, rid, None))
+            authz.require(access, "delete", e.res_type)
+            for _, match_id in crud.find_matches(conn, e.res_type, e.query or "", access):
+                _authorize_write(conn, access, e.res_type, match_id, None, "delete")
+                ops.append(WriteOp(e.res_type, match_id, None))
                 op_entries.append(e)
             continue
         key = (e.res_type, e.res_id or "")
@@ -202,12 +225,13 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
         targets.add(key)
         expected = _if_match(e)
         if e.method == "DELETE":
+            _authorize_write(conn, access, e.res_type, e.res_id or "", None, "delete")
             ops.append(WriteOp(e.res_type, e.res_id or "", None, expected_version=expected))
         elif e.method == "PATCH":
             from fhirlake.services.fhirpath_patch import apply_fhirpath_patch
             from fhirlake.services.patch import apply_json_patch
 
-            current = crud.read(conn, e.res_type, e.res_id or "")
+            current = crud.read(conn, e.res_type, e.res_id or "", access)
             resource = orjson.loads(current.content or "{}")
             if isinstance(e.resource, dict) and e.resource.get("resourceType") == "Parameters":
                 patched = apply_fhirpath_patch(resource, e.resource)
@@ -218,6 +242,7 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
             else:
                 raise _entry_error(e, "PATCH entries carry a Parameters (FHIRPath Patch) or Binary (JSON Patch)")
             check_body(patched, e.res_type, e.res_id, for_update=True)
+            _authorize_write(conn, access, e.res_type, e.res_id or "", patched, "patch")
             ops.append(WriteOp(e.res_type, e.res_id or "", patched, expected_version=expected))
         else:
             resource = _rewrite_references(e.resource, mapping) if mapping else e.resource
@@ -235,6 +260,8 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
                 exc.issues = [Issue(i.severity, i.code, f"Bundle.entry[{e.index}]: {i.diagnostics}",
                                     i.expression) for i in exc.issues]
                 raise
+            _authorize_write(conn, access, e.res_type, e.res_id or "", resource,
+                             "create" if e.method == "POST" else "update")
             ops.append(WriteOp(e.res_type, e.res_id or "", resource, expected_version=expected,
                                must_be_new=e.method == "POST"))
         op_entries.append(e)
@@ -276,7 +303,7 @@ def _if_match(e: _Entry) -> int | None:
 
 
 def process_batch(conn: Connection, bundle: dict, base: str, read: ReadDispatcher,
-                  return_resources: bool = False) -> dict:
+                  return_resources: bool = False, access: Any = None) -> dict:
     """Each entry on its own (a savepoint each): failures are reported per entry."""
     raw_entries = bundle.get("entry") or []
     results: list[_Entry] = []
@@ -284,7 +311,7 @@ def process_batch(conn: Connection, bundle: dict, base: str, read: ReadDispatche
         sub_bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [raw]}
         savepoint = conn.begin_nested()
         try:
-            response = process_transaction(conn, sub_bundle, base, read, return_resources)
+            response = process_transaction(conn, sub_bundle, base, read, return_resources, access=access)
             savepoint.commit()
             entry = response["entry"][0]
             results.append(_Entry(n, "", "", None, entry.get("resource"), response=entry["response"]))
@@ -323,14 +350,14 @@ def _response_bundle(kind: str, entries: list[_Entry], return_resources: bool) -
 
 
 def process_bundle(conn: Connection, bundle: object, base: str, read: ReadDispatcher,
-                   return_resources: bool = False) -> dict:
+                   return_resources: bool = False, access: Any = None) -> dict:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(400, "POST to the base URL takes a Bundle", code="invalid")
     kind = bundle.get("type")
     if kind == "transaction":
-        return process_transaction(conn, bundle, base, read, return_resources)
+        return process_transaction(conn, bundle, base, read, return_resources, access=access)
     if kind == "batch":
-        return process_batch(conn, bundle, base, read, return_resources)
+        return process_batch(conn, bundle, base, read, return_resources, access=access)
     raise FhirError(400, f"Bundle.type must be 'batch' or 'transaction', not '{kind}'", code="invalid",
                     expression=["Bundle.type"])
 

@@ -7,10 +7,13 @@ and jobs compose them freely: a transaction bundle is just many calls in one tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from fhirlake.fhir.outcome import FhirError, not_found
+from fhirlake.services import authz
 from fhirlake.services.resource_body import check_body, check_id, check_type
 from fhirlake.store.resources import (
     StoredVersion,
@@ -29,8 +32,10 @@ class WriteResult:
     status: int  # 200, 201, 204
 
 
-def read(conn: Connection, res_type: str, res_id: str) -> StoredVersion:
+def read(conn: Connection, res_type: str, res_id: str, access: Any = None) -> StoredVersion:
     check_type(res_type)
+    if access is not None:
+        authz.check_read(conn, access, res_type, res_id)
     current = read_current(conn, res_type, res_id)
     if current is None or current.version == 0:
         raise not_found(res_type, res_id)
@@ -40,8 +45,10 @@ def read(conn: Connection, res_type: str, res_id: str) -> StoredVersion:
     return current
 
 
-def vread(conn: Connection, res_type: str, res_id: str, version: str) -> StoredVersion:
+def vread(conn: Connection, res_type: str, res_id: str, version: str, access: Any = None) -> StoredVersion:
     check_type(res_type)
+    if access is not None:
+        authz.check_read(conn, access, res_type, res_id, "vread")
     if not version.isdigit():
         raise FhirError(400, f"'{version}' is not a version number", code="value")
     found = read_version(conn, res_type, res_id, int(version))
@@ -54,21 +61,31 @@ def vread(conn: Connection, res_type: str, res_id: str, version: str) -> StoredV
     return found
 
 
-def find_matches(conn: Connection, res_type: str, query: str) -> list[tuple[int, str]]:
+def find_matches(conn: Connection, res_type: str, query: str, access: Any = None) -> list[tuple[int, str]]:
+    """Conditional operations see only what the caller may see (a hidden match cannot be changed)."""
+    from fhirlake.search.service import SearchError
     from fhirlake.search.service import find_matches as search_matches
 
     if not query.strip():
         raise FhirError(400, "A conditional request needs search parameters", code="invalid")
-    return search_matches(conn, res_type, query)
+    constraint = None
+    if access is not None and not getattr(access, "is_unrestricted", False):
+        authz.require(access, "search-type", res_type)
+        constraint = access.access_constraint(res_type, "search")
+    try:
+        return search_matches(conn, res_type, query, access=constraint)
+    except SearchError as exc:
+        raise FhirError(exc.status, exc.message, code="invalid", expression=[exc.param] if exc.param else None) from exc
 
 
 def create(conn: Connection, res_type: str, body: object, *, if_none_exist: str | None = None,
-           res_id: str | None = None) -> WriteResult:
+           res_id: str | None = None, access: Any = None) -> WriteResult:
     """POST: the server assigns the id (any id in the body is ignored, as the spec says)."""
     check_type(res_type)
     resource = check_body(body, res_type)
+    authz.check_write(conn, access, res_type, None, resource, "create", exists=False)
     if if_none_exist:
-        matches = find_matches(conn, res_type, if_none_exist)
+        matches = find_matches(conn, res_type, if_none_exist, access)
         if len(matches) > 1:
             raise FhirError(412, f"If-None-Exist matched {len(matches)} resources", code="duplicate")
         if len(matches) == 1:
@@ -80,22 +97,28 @@ def create(conn: Connection, res_type: str, body: object, *, if_none_exist: str 
     return WriteResult(written, created=True, status=201)
 
 
-def update(conn: Connection, res_type: str, res_id: str, body: object, *, if_match: int | None = None) -> WriteResult:
+def update(conn: Connection, res_type: str, res_id: str, body: object, *, if_match: int | None = None,
+           access: Any = None, interaction: str = "update") -> WriteResult:
     """PUT Type/id: update, or create with the client's id when it does not exist yet."""
     check_type(res_type)
     check_id(res_id)
     resource = check_body(body, res_type, res_id, for_update=True)
+    if access is not None:
+        current = read_current(conn, res_type, res_id)
+        exists = current is not None and not current.deleted and current.version > 0
+        authz.check_write(conn, access, res_type, res_id, resource, interaction if exists else "create",
+                          exists=exists)
     [written] = write_resources(conn, [WriteOp(res_type, res_id, resource, expected_version=if_match)])
     created = written.method == "create"
     return WriteResult(written, created=created, status=201 if created else 200)
 
 
 def conditional_update(conn: Connection, res_type: str, query: str, body: object, *,
-                       if_match: int | None = None) -> WriteResult:
+                       if_match: int | None = None, access: Any = None) -> WriteResult:
     check_type(res_type)
     if not isinstance(body, dict):
         raise FhirError(400, "The request body must be a FHIR resource", code="structure")
-    matches = find_matches(conn, res_type, query)
+    matches = find_matches(conn, res_type, query, access)
     if len(matches) > 1:
         raise FhirError(412, f"The conditional update matched {len(matches)} resources", code="multiple-matches")
     body_id = body.get("id")
@@ -105,22 +128,30 @@ def conditional_update(conn: Connection, res_type: str, query: str, body: object
             raise FhirError(400, f"Body id '{body_id}' differs from the matched resource '{match_id}'",
                             code="invalid", expression=[f"{res_type}.id"])
         body = {**body, "id": match_id}
-        return update(conn, res_type, match_id, body, if_match=if_match)
+        return update(conn, res_type, match_id, body, if_match=if_match, access=access)
     if body_id is not None:
-        return update(conn, res_type, body_id, body, if_match=if_match)
-    return create(conn, res_type, body)
+        return update(conn, res_type, body_id, body, if_match=if_match, access=access)
+    return create(conn, res_type, body, access=access)
 
 
-def delete(conn: Connection, res_type: str, res_id: str, *, if_match: int | None = None) -> WriteResult:
+def delete(conn: Connection, res_type: str, res_id: str, *, if_match: int | None = None,
+           access: Any = None) -> WriteResult:
     check_type(res_type)
+    if access is not None:
+        current = read_current(conn, res_type, res_id)
+        exists = current is not None and not current.deleted and current.version > 0
+        stored = orjson.loads(current.content) if exists and current and current.content else None
+        authz.check_write(conn, access, res_type, res_id, stored, "delete", exists=exists)
     written = write_resources(conn, [WriteOp(res_type, res_id, None, expected_version=if_match)])
     return WriteResult(written[0] if written else None, created=False, status=200 if written else 204)
 
 
-def conditional_delete(conn: Connection, res_type: str, query: str, *, allow_multiple: bool) -> int:
+def conditional_delete(conn: Connection, res_type: str, query: str, *, allow_multiple: bool,
+                       access: Any = None) -> int:
     """Delete every match; more than one match needs ``allow_multiple`` (else 412). Returns the count."""
     check_type(res_type)
-    matches = find_matches(conn, res_type, query)
+    authz.require(access, "delete", res_type)
+    matches = find_matches(conn, res_type, query, access)
     if len(matches) > 1 and not allow_multiple:
         raise FhirError(412, f"The conditional delete matched {len(matches)} resources", code="multiple-matches")
     ops = [WriteOp(res_type, res_id, None) for _, res_id in matches]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection
@@ -13,8 +14,8 @@ from fhirlake.services.fhirpath_patch import apply_fhirpath_patch
 
 
 def patch(conn: Connection, res_type: str, res_id: str, body: object, content_type: str, *,
-          if_match: int | None = None) -> crud.WriteResult:
-    current = crud.read(conn, res_type, res_id)
+          if_match: int | None = None, access: Any = None) -> crud.WriteResult:
+    current = crud.read(conn, res_type, res_id, access)
     if if_match is not None and current.version != if_match:
         raise FhirError(412, f"{res_type}/{res_id}: version {if_match} was expected, the current version is "
                         f"{current.version}", code="conflict")
@@ -29,7 +30,7 @@ def patch(conn: Connection, res_type: str, res_id: str, body: object, content_ty
                         code="not-supported")
     if patched.get("resourceType") != res_type or patched.get("id") != res_id:
         raise FhirError(422, "A patch may not change resourceType or id", code="invalid")
-    return crud.update(conn, res_type, res_id, patched, if_match=current.version)
+    return crud.update(conn, res_type, res_id, patched, if_match=current.version, access=access, interaction="patch")
 
 
 # ---- JSON Patch -------------------------------------------------------------------------------

@@ -22,3 +22,14 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         pool_pre_ping=False,
         future=True,
     )
+
+
+def make_read_engine(url: str, pool_size: int = 10) -> Engine:
+    """An autocommit engine for single-statement reads: no BEGIN/ROLLBACK round trips per request."""
+    return create_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+    )

@@ -1,0 +1,143 @@
+"""Authentication, coarse authorization and audit for every request.
+
+Every request is authenticated here (when auth is on) and leaves an audit record: writes record
+theirs inside their own database transaction (``write_transaction``), everything else, including
+refused and failed requests, through the group-commit writer before the response is sent.
+Fine-grained decisions (compartments, query-restricted scopes) happen in the services and the
+search planner, which receive ``g.access``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, Response, g, request
+from sqlalchemy import Connection
+
+from fhirlake.api.runtime import runtime
+from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
+
+# Endpoints anyone may call: discovery and the token endpoint itself.
+PUBLIC_ENDPOINTS = {"system.metadata", "fhirlake_auth.token", "fhirlake_auth.jwks", "fhirlake_auth.smart_config"}
+
+# endpoint -> (audit interaction, scope interaction or None when the service decides)
+INTERACTIONS: dict[str, tuple[str, str | None]] = {
+    "resources.read": ("read", "read"),
+    "resources.vread": ("vread", "vread"),
+    "resources.create": ("create", "create"),
+    "resources.update": ("update", None),
+    "resources.conditional_update": ("update", None),
+    "resources.patch_instance": ("patch", "patch"),
+    "resources.conditional_patch": ("patch", "patch"),
+    "resources.delete": ("delete", "delete"),
+    "resources.conditional_delete": ("delete", "delete"),
+    "resources.validate_type": ("operation", None),
+    "resources.validate_instance": ("operation", None),
+    "system.bundle": ("transaction", None),
+    "system.system_history": ("history-system", "history-system"),
+    "system.type_history": ("history-type", "history-type"),
+    "system.instance_history": ("history-instance", "history-instance"),
+    "system.system_search": ("search-system", None),
+    "system.type_search": ("search-type", "search-type"),
+    "system.type_search_post": ("search-type", "search-type"),
+    "system.patient_everything": ("operation", "everything"),
+    "system.patients_everything": ("operation", "everything"),
+    "system.compartment_search": ("search-compartment", "search-compartment"),
+}
+
+
+def access() -> Any:
+    """The request's AccessContext, or None when authorization is off."""
+    return getattr(g, "access", None)
+
+
+def audit_ids(*ids: str) -> None:
+    g.audit_ids = [*getattr(g, "audit_ids", []), *ids]
+
+
+def _audit_record(status: int, outcome_desc: str | None = None) -> Any:
+    from fhirlake.audit import AuditRecord
+
+    interaction = getattr(g, "audit_interaction", None) or (request.endpoint or "unknown")
+    res_type = (request.view_args or {}).get("res_type") if request.view_args else None
+    ids = list(getattr(g, "audit_ids", []))
+    res_id = (request.view_args or {}).get("res_id") if request.view_args else None
+    if res_id and res_id not in ids:
+        ids.insert(0, res_id)
+    # parameter NAMES only: values may be PHI
+    names = sorted({k for k in request.args.keys()})
+    return AuditRecord.for_request(access(), interaction, status, res_type, ids, names,
+                                   request.remote_addr, outcome_desc)
+
+
+@contextmanager
+def write_transaction() -> Iterator[Connection]:
+    """A database transaction whose audit record commits (or rolls back) with the change."""
+    from fhirlake.audit import record_in
+
+    with runtime().engine.begin() as conn:
+        yield conn
+        if _auth_installed():
+            record_in(conn, _audit_record(200))
+            g.audited = True
+
+
+def _auth_installed() -> bool:
+    from flask import current_app
+
+    return "fhirlake.auth" in current_app.extensions
+
+
+def install_guard(app: Flask, settings: Any, engine: Any) -> None:
+    from fhirlake.api.auth_routes import install_auth
+    from fhirlake.auth import AccessContext, AuthError
+
+    services = install_auth(app, settings, engine)
+    enabled = settings.auth_enabled
+
+    @app.before_request
+    def _authenticate() -> Response | None:
+        endpoint = request.endpoint or ""
+        audit_interaction, scope_interaction = INTERACTIONS.get(endpoint, (endpoint, None))
+        g.audit_interaction = audit_interaction
+        if not enabled:
+            g.access = AccessContext.unrestricted()
+            return None
+        if endpoint in PUBLIC_ENDPOINTS:
+            g.access = None
+            return None
+        try:
+            g.access = services.authenticator.authenticate(request.headers.get("Authorization"))
+        except AuthError as exc:
+            g.access = None
+            body = operation_outcome([Issue("error", "login", exc.description)])
+            from fhirlake.api.errors import outcome_response
+
+            return outcome_response(401, body, {"WWW-Authenticate": exc.www_authenticate()})
+        res_type = (request.view_args or {}).get("res_type")
+        if scope_interaction and res_type:
+            from fhirlake.services.authz import require
+
+            require(g.access, scope_interaction, res_type)
+        if endpoint == "system.patient_everything" or endpoint == "system.patients_everything":
+            from fhirlake.services.authz import require
+
+            require(g.access, "everything", "Patient")
+        return None
+
+    @app.after_request
+    def _audit(response: Response) -> Response:
+        if getattr(g, "audited", False) or request.endpoint in ("fhirlake_auth.token",):
+            return response
+        if request.endpoint in ("system.metadata", "fhirlake_auth.jwks", "fhirlake_auth.smart_config", "static"):
+            return response
+        try:
+            services.audit.record(_audit_record(response.status_code))
+        except Exception:  # noqa: BLE001 - an access that cannot be audited must not be answered
+            from fhirlake.api.errors import outcome_response
+
+            err = FhirError(503, "The access could not be audited; try again", code="transient")
+            return outcome_response(503, err.outcome(), {"Retry-After": "1"})
+        return response
