@@ -84,6 +84,12 @@ def try_lead(engine: Engine):  # noqa: ANN201 - a held connection, or None
     return None
 
 
+def release_lead(conn) -> None:  # noqa: ANN001
+    """End the leader's session (never return it to the pool: the session holds the lock)."""
+    conn.invalidate()
+    conn.close()
+
+
 def run_scheduler(engine: Engine, settings: Settings, schedule_path: Path | None = None,
                   stop: threading.Event | None = None) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -117,4 +123,4 @@ def run_scheduler(engine: Engine, settings: Settings, schedule_path: Path | None
             leader.execute(text("SELECT 1"))  # keep the lock's session alive and notice a lost database
     finally:
         scheduler.shutdown(wait=False)
-        leader.close()
+        release_lead(leader)
