@@ -26,9 +26,11 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     install_error_handlers(app)
     install_guard(app, settings, engine)
 
+    from fhirlake.api.audit_routes import bp as audit_bp
     from fhirlake.api.routes_resources import bp as resources_bp
     from fhirlake.api.routes_system import bp as system_bp
 
+    app.register_blueprint(audit_bp)
     for optional in ("fhirlake.api.auth_routes", "fhirlake.api.bulk_routes", "fhirlake.api.view_routes"):
         try:
             module = __import__(optional, fromlist=["bp"])

@@ -29,6 +29,17 @@ def install_error_handlers(app: Flask) -> None:
     def _fhir_error(exc: FhirError) -> Response:
         return outcome_response(exc.status, exc.outcome(), exc.headers)
 
+    from fhirlake.auth import AuthError, ForbiddenError
+
+    @app.errorhandler(ForbiddenError)
+    def _forbidden(exc: ForbiddenError) -> Response:
+        return outcome_response(403, operation_outcome([Issue("error", "forbidden", exc.description)]))
+
+    @app.errorhandler(AuthError)
+    def _unauthenticated(exc: AuthError) -> Response:
+        return outcome_response(401, operation_outcome([Issue("error", "login", exc.description)]),
+                                {"WWW-Authenticate": exc.www_authenticate()})
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500

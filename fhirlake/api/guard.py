@@ -45,6 +45,8 @@ INTERACTIONS: dict[str, tuple[str, str | None]] = {
     "system.patient_everything": ("operation", "everything"),
     "system.patients_everything": ("operation", "everything"),
     "system.compartment_search": ("search-compartment", "search-compartment"),
+    "audit.search": ("search-type", None),
+    "audit.read": ("read", None),
 }
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select, true
 
 from fhirlake.audit.render import audit_event_resource
 from fhirlake.store.schema import audit_event
@@ -153,7 +153,7 @@ def search_audit(
             raise AuditSearchError("invalid _cursor")
         position = int(cursor)
         page_conditions.append(audit_event.c.id < position if descending else audit_event.c.id > position)
-    query = select(audit_event).where(and_(*page_conditions)).order_by(order).limit(count + 1)
+    query = select(audit_event).where(and_(true(), *page_conditions)).order_by(order).limit(count + 1)
     rows = conn.execute(query).all()
     has_more = len(rows) > count
     rows = rows[:count]
