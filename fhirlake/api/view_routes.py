@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,7 +15,7 @@ import orjson
 from flask import Blueprint, Response, g, request, stream_with_context
 
 from fhirlake.api import formats
-from fhirlake.api.headers import parse_etag
+from fhirlake.api.headers import parse_etag, version_headers
 from fhirlake.api.runtime import base_url, runtime
 from fhirlake.fhir.outcome import FhirError, info_outcome
 from fhirlake.views import definitions
@@ -47,11 +46,7 @@ def _json_body() -> Any:
 
 
 def _headers(version, location: bool = False) -> list[tuple[str, str]]:  # noqa: ANN001
-    headers = [("ETag", version.etag), ("Last-Modified", format_datetime(version.last_updated, usegmt=True))]
-    if location:
-        url = f"{base_url()}/{TYPE}/{version.res_id}/_history/{version.version}"
-        headers += [("Location", url), ("Content-Location", url)]
-    return headers
+    return version_headers(version, base_url(), location=location)
 
 
 # ------------------------------------------------------------------ the resource
