@@ -2,6 +2,10 @@
 
 Jobs do the work (fhirlake.jobs); these handlers only validate, enqueue, report and send files.
 Status URL: ``/bulk-status/<job id>``; files: ``/bulk-files/<job id>/<attempt>/<name>``.
+
+De-identified export (``_deidentify`` / ``_anonymizationConfig``): the client needs the scope
+``fhirlake/deid-export`` (when authorization is on), and the server must hold a de-identification
+key; both are checked before a job is queued. The manifest names the profile in its ``extension``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from fhirlake.api.headers import lenient, prefer
 from fhirlake.api.runtime import base_url, runtime
 from fhirlake.fhir.outcome import FhirError, info_outcome
 from fhirlake.jobs import queue
+from fhirlake.jobs.export.deid import MANIFEST_EXTENSION_URL, export_deidentifier
 from fhirlake.jobs.export.params import ExportRequest, parameters_from_body, parse_export
 from fhirlake.jobs.export.selection import candidate_types
 from fhirlake.jobs.timing import JobTiming
@@ -88,6 +93,24 @@ def _authorize_export(req: ExportRequest) -> None:
             req.access_filters[res_type] = [urlencode(alt) for alt in alternatives]
 
 
+def _check_deidentification(req: ExportRequest) -> None:
+    """Only authorized clients, and only when the profile can run here (it needs a key)."""
+    if not req.deidentify:
+        return
+    ctx = _access()
+    if ctx is not None:
+        ctx.require("deid-export", "*")
+    from fhirlake.deid import DeidConfigError
+
+    try:
+        export_deidentifier(req.deidentify)
+    except DeidConfigError as exc:
+        # A server without a key must not start a job that would label identifiable data as
+        # de-identified; the message names the settings, never a key.
+        raise FhirError(400, f"De-identified export is not available on this server: {exc}",
+                        code="not-supported", expression=["_deidentify"]) from None
+
+
 def _enqueue_limited(kind: str, params: dict, limit: int | None) -> str:
     with runtime().engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _KICKOFF_LOCK})
@@ -113,6 +136,7 @@ def _export(level: str, group_id: str | None = None) -> Response:
             if group_patients(conn, group_id) is None:
                 raise FhirError(404, f"Group/{group_id} is not known", code="not-found")
     _authorize_export(req)
+    _check_deidentification(req)
     job_id = _enqueue_limited("export", req.to_json(), runtime().settings.export_max_concurrent)
     return _accepted(job_id, "Export")
 
@@ -210,6 +234,9 @@ def _manifest(job: queue.Job) -> dict:
     }
     if job.kind == "export":
         manifest["deleted"] = items("deleted")
+        if result.get("deidentify"):
+            # The Bulk Data IG reserves "extension" for a server's own JSON object.
+            manifest["extension"] = {MANIFEST_EXTENSION_URL: result["deidentify"]}
     else:
         manifest["extension"] = {"inputs": result.get("inputs", [])}
     return manifest

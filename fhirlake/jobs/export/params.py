@@ -12,6 +12,9 @@ Parameters (Bulk Data Access IG v2.0.0, plus the extensions documented in docs/d
   the exported compartment resources reference. ``LatestProvenanceResources`` and
   ``RelevantProvenanceResources`` are refused (400), or ignored under ``Prefer: handling=lenient``.
 - ``outputCompression=gzip``: write ``.ndjson.gz`` files (served with ``Content-Encoding: gzip``).
+- ``_deidentify=<profile>`` (also accepted as ``_anonymizationConfig``): de-identify every exported
+  resource with a shipped profile (``safe-harbor``, ``limited-data-set``); see docs/deid.md. Only the
+  profile name is stored; keys come from the worker's environment.
 Unknown parameters answer 400 unless the request says ``Prefer: handling=lenient``.
 """
 
@@ -24,6 +27,7 @@ from urllib.parse import parse_qsl
 
 from fhirlake.fhir import structure
 from fhirlake.fhir.outcome import FhirError
+from fhirlake.jobs.export.deid import DEID_PARAMETERS, parse_profile
 
 NDJSON = "application/fhir+ndjson"
 PARQUET = "application/vnd.apache.parquet"
@@ -38,7 +42,7 @@ REFERENCED_VALUE = "_referenced"
 REFERENCED_TYPES = ("Medication", "Practitioner", "PractitionerRole", "Organization", "Location")
 _PROVENANCE_VALUES = {"LatestProvenanceResources", "RelevantProvenanceResources"}
 KNOWN = {"_outputFormat", "_since", "_until", "_type", "_typeFilter", "_elements", "patient",
-         "includeAssociatedData", "outputCompression"}
+         "includeAssociatedData", "outputCompression", *DEID_PARAMETERS}
 
 
 @dataclass
@@ -57,6 +61,7 @@ class ExportRequest:
     include_referenced: bool = False
     gzip: bool = False
     access_filters: dict[str, list[str]] = field(default_factory=dict)  # from auth scopes, per type
+    deidentify: str | None = None  # de-identification profile name (never a key)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -171,6 +176,12 @@ def parse_export(params: Sequence[tuple[str, str]], *, level: str, request_url: 
                 elif item:
                     p.fail(f"includeAssociatedData value '{item}' is not supported (supported: {REFERENCED_VALUE})",
                            name, code="not-supported")
+        elif name in DEID_PARAMETERS:
+            profile = parse_profile(name, value)
+            if req.deidentify is not None and req.deidentify != profile:
+                raise FhirError(400, f"Two different de-identification profiles were asked for: "
+                                f"'{req.deidentify}' and '{profile}'", code="invalid", expression=[name])
+            req.deidentify = profile
         elif name == "outputCompression":
             if value.strip().lower() != "gzip":
                 p.fail("outputCompression supports only 'gzip'", name)

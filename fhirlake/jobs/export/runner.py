@@ -6,6 +6,10 @@ that valid JSON text never contains raw: PostgreSQL then sends every row verbati
 newline, and the bytes go to the file without being parsed. Files split at
 ``export_file_max_resources``: boundaries are rids computed once per type, so each file is one COPY
 over a rid range. Memory stays flat (1 MB write buffer) whatever the export size.
+
+A de-identified export (``ExportRequest.deidentify``) takes the same COPY stream but passes every
+row through the profile's engine (:mod:`fhirlake.jobs.export.deid`) before writing it; the plain
+path is untouched by it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from fhirlake.config import Settings
+from fhirlake.deid import DeidConfigError, Deidentifier
+from fhirlake.jobs.export.deid import DeidStep, export_deidentifier, instant
 from fhirlake.jobs.export.params import PARQUET, ExportRequest
 from fhirlake.jobs.export.selection import Selection, build
 from fhirlake.jobs.registry import job_handler
@@ -41,6 +47,14 @@ PARQUET_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("version", pa.int32(), nullable=False),
     pa.field("last_updated", pa.timestamp("ms", tz="UTC"), nullable=False),
+    pa.field("resource", pa.string(), nullable=False),
+])
+# De-identified rows take id and last_updated from the de-identified resource: a profile may
+# remove either, so they may be null there.
+DEID_PARQUET_SCHEMA = pa.schema([
+    pa.field("id", pa.string()),
+    pa.field("version", pa.int32(), nullable=False),
+    pa.field("last_updated", pa.timestamp("ms", tz="UTC")),
     pa.field("resource", pa.string(), nullable=False),
 ])
 
@@ -71,9 +85,15 @@ def _noop(*_args: object) -> None:
 
 
 def run_export(engine: Engine, req: ExportRequest, folder: str | Path, *, file_max_resources: int,
-               progress: Progress | None = None, check: Check | None = None) -> ExportOutcome:
+               progress: Progress | None = None, check: Check | None = None,
+               deidentifier: Deidentifier | None = None) -> ExportOutcome:
+    """Write the export into ``folder``. With ``req.deidentify``, ``deidentifier`` (default: the
+    profile's engine with this process's key; DeidConfigError without one) transforms every resource."""
     progress = progress or _noop
     check = check or _noop
+    deid = None
+    if req.deidentify:
+        deid = DeidStep(deidentifier or export_deidentifier(req.deidentify), req.deidentify)
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
         raw = sa_conn.connection.driver_connection
         outcome = ExportOutcome(_snapshot_time(raw))
@@ -90,18 +110,21 @@ def run_export(engine: Engine, req: ExportRequest, folder: str | Path, *, file_m
             if req.output_format == PARQUET:
                 bounds = [(None, None)]
             for index, (lo, hi) in enumerate(bounds):
+                failed_before = deid.failed if deid else 0
                 name = _file_name(res_type, index, req)
-                count = _write_file(raw, sel, res_type, lo, hi, folder, name, req, check)
-                outcome.output.append(OutputFile(res_type, name, count))
+                count = _write_file(raw, sel, res_type, lo, hi, folder, name, req, check, deid)
+                if count or deid is None:
+                    outcome.output.append(OutputFile(res_type, name, count))
                 check()
-                done += count
+                done += count + (deid.failed - failed_before if deid else 0)
                 progress({"phase": "exporting", "type": res_type, "done": done, "total": grand})
         if req.since:
-            outcome.deleted = _write_deleted(raw, sel, folder, check)
-        if sel.errors:
+            outcome.deleted = _write_deleted(raw, sel, folder, check, deid)
+        errors = [*sel.errors, *(deid.error_outcomes() if deid else [])]
+        if errors:
             with atomic_output(folder, "error.000.ndjson") as out:
-                out.write(b"".join(orjson.dumps(o) + b"\n" for o in sel.errors))
-            outcome.error.append(OutputFile("OperationOutcome", "error.000.ndjson", len(sel.errors)))
+                out.write(b"".join(orjson.dumps(o) + b"\n" for o in errors))
+            outcome.error.append(OutputFile("OperationOutcome", "error.000.ndjson", len(errors)))
         progress({"phase": "completed", "done": done, "total": grand})
     return outcome
 
@@ -192,15 +215,21 @@ def _range_condition(sel: Selection, res_type: str, lo: int | None, hi: int | No
 
 
 def _write_file(raw, sel: Selection, res_type: str, lo: int | None, hi: int | None, folder: str | Path,  # noqa: ANN001
-                name: str, req: ExportRequest, check: Check) -> int:
+                name: str, req: ExportRequest, check: Check, deid: DeidStep | None = None) -> int:
     params: dict = {}
     cond = _range_condition(sel, res_type, lo, hi, params)
     elements = _elements_for(req, res_type)
+    if deid is not None:
+        deid.begin_file(name)
     with atomic_output(folder, name) as stream:
         if req.output_format == PARQUET:
+            if deid is not None:
+                return _stream_parquet_deid(raw, cond, params, stream, elements, check, deid)
             return _stream_parquet(raw, cond, params, stream, elements, check)
         sink = pa.CompressedOutputStream(stream, "gzip") if req.gzip else stream
         try:
+            if deid is not None:
+                return _stream_copy_deid(raw, cond, params, sink, elements, check, deid)
             if elements is None:
                 return _stream_copy(raw, cond, params, sink, check)
             return _stream_subset(raw, cond, params, sink, elements, check)
@@ -232,6 +261,67 @@ def _stream_copy(raw, cond: str, params: dict, sink, check: Check) -> int:  # no
     return count
 
 
+def _stream_copy_deid(raw, cond: str, params: dict, sink, elements: list[str] | None, check: Check,  # noqa: ANN001
+                      deid: DeidStep) -> int:
+    """The COPY stream, one row at a time through the profile (then ``_elements``); 1 MB writes.
+
+    The profile runs before ``_elements`` so that a resource's date offset and pseudonyms do not
+    depend on which elements were asked for (the patient reference decides the offset).
+    """
+    count = 0
+    buffered: list[bytes] = []
+    size = 0
+    query = f"COPY (SELECT v.content {_CONTENT_FROM} WHERE {cond}) TO STDOUT {_COPY_OPTIONS}"
+    with raw.cursor() as cur, cur.copy(query, params) as copy:
+        for data in copy:
+            resource = deid.resource(data)
+            if resource is None:
+                continue
+            line = orjson.dumps(_subset_resource(resource, elements) if elements is not None else resource) + b"\n"
+            buffered.append(line)
+            size += len(line)
+            count += 1
+            if size >= FLUSH_BYTES:
+                sink.write(b"".join(buffered))
+                buffered.clear()
+                size = 0
+                check()
+    if buffered:
+        sink.write(b"".join(buffered))
+    return count
+
+
+def _stream_parquet_deid(raw, cond: str, params: dict, stream, elements: list[str] | None,  # noqa: ANN001
+                         check: Check, deid: DeidStep) -> int:
+    count = 0
+    writer = pq.ParquetWriter(stream, DEID_PARQUET_SCHEMA, compression="zstd")
+    try:
+        with raw.cursor(name="export_parquet_deid") as cur:
+            cur.execute(f"SELECT v.version, v.content {_CONTENT_FROM} WHERE {cond} ORDER BY r.rid", params)
+            while rows := cur.fetchmany(FETCH_ROWS):
+                ids, versions, updated, contents = [], [], [], []
+                for version, content in rows:
+                    resource = deid.resource(content)
+                    if resource is None:
+                        continue
+                    if elements is not None:
+                        resource = _subset_resource(resource, elements)
+                    ids.append(resource.get("id"))
+                    versions.append(version)
+                    updated.append(instant((resource.get("meta") or {}).get("lastUpdated")))
+                    contents.append(orjson.dumps(resource).decode())
+                if contents:
+                    writer.write_batch(pa.record_batch(
+                        [pa.array(ids, pa.string()), pa.array(versions, pa.int32()),
+                         pa.array(updated, pa.timestamp("ms", tz="UTC")), pa.array(contents, pa.string())],
+                        schema=DEID_PARQUET_SCHEMA))
+                count += len(contents)
+                check()
+    finally:
+        writer.close()
+    return count
+
+
 def _elements_for(req: ExportRequest, res_type: str) -> list[str] | None:
     names = [*req.elements.get("*", []), *req.elements.get(res_type, [])]
     if not req.elements:
@@ -240,11 +330,14 @@ def _elements_for(req: ExportRequest, res_type: str) -> list[str] | None:
 
 
 def _subset(content: str, elements: list[str]) -> bytes:
+    return orjson.dumps(_subset_resource(orjson.loads(content), elements))
+
+
+def _subset_resource(resource: dict, elements: list[str]) -> dict:
     from fhirlake.search.subset import apply_elements, mandatory_keys
 
-    resource = orjson.loads(content)
     keep = [*elements, *mandatory_keys(resource.get("resourceType", ""))]
-    return orjson.dumps(apply_elements(resource, keep))
+    return apply_elements(resource, keep)
 
 
 def _stream_subset(raw, cond: str, params: dict, sink, elements: list[str], check: Check) -> int:  # noqa: ANN001
@@ -281,8 +374,13 @@ def _stream_parquet(raw, cond: str, params: dict, stream, elements: list[str] | 
     return count
 
 
-def _write_deleted(raw, sel: Selection, folder: str | Path, check: Check) -> list[OutputFile]:  # noqa: ANN001
-    """Resources deleted since ``_since`` (system level): NDJSON of transaction Bundles with DELETE entries."""
+def _write_deleted(raw, sel: Selection, folder: str | Path, check: Check,  # noqa: ANN001
+                   deid: DeidStep | None = None) -> list[OutputFile]:
+    """Resources deleted since ``_since`` (system level): NDJSON of transaction Bundles with DELETE entries.
+
+    De-identified: ids are replaced by the profile's pseudonyms (entries whose id the profile removes
+    are left out), so that the deletions apply to an earlier de-identified export.
+    """
     if sel.members:
         return []  # the compartment of a deleted resource is no longer indexed (see docs/decisions.md)
     params: dict = {"types": sel.types, "since": sel.request.since_dt()}
@@ -301,7 +399,10 @@ def _write_deleted(raw, sel: Selection, folder: str | Path, check: Check) -> lis
     if not rows:
         return []
     with atomic_output(folder, "deleted.000.ndjson") as out:
-        for res_type, res_id in rows:
+        for res_type, original_id in rows:
+            res_id = deid.resource_id(res_type, original_id) if deid is not None else original_id
+            if not res_id:
+                continue
             bundle = {"resourceType": "Bundle", "type": "transaction",
                       "entry": [{"request": {"method": "DELETE", "url": f"{res_type}/{res_id}"}}]}
             out.write(orjson.dumps(bundle) + b"\n")
@@ -331,14 +432,24 @@ def export_job(ctx) -> dict:  # noqa: ANN001 - JobContext (import cycle)
     def progress(values: dict) -> None:
         ctx.progress(**values)
 
+    deidentifier = None
+    if req.deidentify:
+        from fhirlake.jobs.worker import JobFailed
+
+        try:  # before any file is written: no key, no output
+            deidentifier = export_deidentifier(req.deidentify)
+        except DeidConfigError as exc:
+            raise JobFailed(f"de-identification is not possible on this worker: {exc}") from None
     try:
         outcome = run_export(ctx.engine, req, folder, file_max_resources=ctx.settings.export_file_max_resources,
-                             progress=progress, check=ctx.check)
+                             progress=progress, check=ctx.check, deidentifier=deidentifier)
     except BaseException:
         delete_tree(folder)  # a stopped or failed attempt leaves nothing behind
         raise
     result = outcome.to_json()
     result["folder"] = f"a{ctx.attempt}"
+    if req.deidentify:
+        result["deidentify"] = req.deidentify
     result["finished"] = format_instant(datetime.now(UTC))
     return result
 
