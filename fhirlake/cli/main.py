@@ -140,17 +140,20 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_reindex(ctx: click.Context) -> None:
     """Rebuild search index rows of every resource (resumable), with progress."""
-    from fhirlake.search.service import reindex
+    from fhirlake.search.index import reindex
     from fhirlake.server.database import open_database
 
     engine, _ = open_database(_settings(ctx.parent.parent if ctx.parent and ctx.parent.parent else ctx))
-    from sqlalchemy import text
+    state = {"shown": 0}
+    with click.progressbar(length=1, label="reindexing") as bar:
 
-    with engine.connect() as conn:
-        total = conn.execute(text("SELECT count(*) FROM resource WHERE NOT deleted")).scalar() or 0
-    with click.progressbar(length=total, label="reindexing") as bar:
-        done = reindex(engine, bar.update)
-    click.echo(f"reindexed {done} resources")
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - state["shown"])
+            state["shown"] = done
+
+        done = reindex(engine, progress)
+    click.echo(f"reindexed {done} resources (resumes where it stopped if interrupted)")
 
 
 def _register_optional_groups() -> None:

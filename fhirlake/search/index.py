@@ -79,12 +79,24 @@ def _composite_indexer(param: SearchParam) -> Indexer | None:
             grp += 1
             runners = compiled.get(parent)
             if runners is None:
-                runners = compiled[parent] = [(compile_items(e, parent), w) for e, w in parts]
-            for run, writer in runners:
-                for value, code, _p in run([(node, parent, parent)]):
+                runners = compiled[parent] = [_component_runner(e, parent, param.res_type) for e, _w in parts]
+            for (run, from_root), (_e, writer) in zip(runners, parts, strict=True):
+                start = (resource, param.res_type, param.res_type) if from_root else (node, parent, parent)
+                for value, code, _p in run([start]):
                     writer(rows, rid, grp, value, code)
 
     return index
+
+
+_RESOURCE_VAR = "%resource."
+
+
+def _component_runner(expression: str, parent: str, res_type: str) -> tuple:
+    """A composite component is relative to the selected element, or to the resource when it
+    starts with %resource (MolecularSequence's coordinates)."""
+    if expression.startswith(_RESOURCE_VAR):
+        return compile_items(f"{res_type}.{expression[len(_RESOURCE_VAR):]}", res_type), True
+    return compile_items(expression, parent), False
 
 
 @cache

@@ -162,6 +162,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     # Create logical rows for new resources. ON CONFLICT covers a concurrent creator of the same
     # id: we then lock the row it made and treat the write as an update.
     missing = [op for op in ops if (op.res_type, op.res_id) not in existing and op.resource is not None]
+    fresh: set[int] = set()  # rids created by this call: they have no index rows to replace
     if missing:
         seqs = _next_seqs(conn, len(missing))
         rows = conn.execute(
@@ -180,6 +181,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
         )
         for res_type, res_id, rid in rows:
             existing[(res_type, res_id)] = (rid, 0, True)
+            fresh.add(rid)
         raced = [op for op in missing if (op.res_type, op.res_id) not in existing]
         for op in raced:
             for res_id, state in _lock_existing(conn, op.res_type, [op.res_id]).items():
@@ -236,7 +238,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     if version_rows:
         _insert_versions(conn, version_rows)
     if index:
-        _update_indexes(conn, to_index, to_unindex)
+        _update_indexes(conn, to_index, to_unindex, fresh)
     return results
 
 
@@ -267,12 +269,16 @@ def _insert_versions(conn: Connection, rows: list[dict]) -> None:
     )
 
 
-def _update_indexes(conn: Connection, to_index: list[tuple[int, str, dict]], to_unindex: list[int]) -> None:
-    try:
-        from fhirlake.search.index import index_resources, remove_index
-    except ImportError:  # search engine not installed in this build
-        return
+def _update_indexes(conn: Connection, to_index: list[tuple[int, str, dict]], to_unindex: list[int],
+                    fresh: set[int]) -> None:
+    """Search index rows change in the same transaction as the resource (DESIGN.md: Storage)."""
+    from fhirlake.search.index import index_resources, remove_index
+
     if to_unindex:
         remove_index(conn, to_unindex)
-    if to_index:
-        index_resources(conn, to_index)
+    new = [item for item in to_index if item[0] in fresh]
+    old = [item for item in to_index if item[0] not in fresh]
+    if new:
+        index_resources(conn, new, replace=False)
+    if old:
+        index_resources(conn, old)

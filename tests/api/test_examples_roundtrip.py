@@ -7,12 +7,15 @@ import tarfile
 import httpx
 import orjson
 import pytest
+from lxml import etree
 
 from fhirlake.fhir.xml import resource_to_xml, xml_to_resource
 from tests.conftest import SHARED
 
 # Questionnaire-qs1 is invalid in the official set itself: 32 nested items lack the required linkId.
 KNOWN_INVALID = {"Questionnaire-qs1.json"}
+# AuditEvent is written by the server only (issue 7): the API refuses it with 405 by design.
+SERVER_WRITTEN = {"AuditEvent"}
 
 
 def _examples() -> list[tuple[str, dict]]:
@@ -36,9 +39,20 @@ def _strip_meta(resource: dict) -> dict:
     return out
 
 
+def _canonical_divs(node: object) -> object:
+    # XML cannot keep JSON's lexical choices inside a narrative (&quot; vs ", <br/> vs <br />):
+    # narratives compare by their canonical XML form.
+    if isinstance(node, dict):
+        return {k: (etree.tostring(etree.fromstring(v.encode()), method="c14n") if k == "div" and isinstance(v, str)
+                    else _canonical_divs(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_canonical_divs(v) for v in node]
+    return node
+
+
 def _same(a: object, b: object) -> bool:
     # decimals compare by value (1.50 and 1.5 are the same number once parsed)
-    return orjson.loads(orjson.dumps(a)) == orjson.loads(orjson.dumps(b))
+    return _canonical_divs(orjson.loads(orjson.dumps(a))) == _canonical_divs(orjson.loads(orjson.dumps(b)))
 
 
 def test_example_count() -> None:
@@ -57,6 +71,9 @@ def test_examples_roundtrip(client: httpx.Client, fmt: str) -> None:
             body = resource_to_xml(example)
             headers = {"Content-Type": "application/fhir+xml", "Accept": "application/fhir+xml"}
         r = client.put(f"/{res_type}/{res_id}", content=body, headers=headers)
+        if res_type in SERVER_WRITTEN:
+            assert r.status_code == 405, name
+            continue
         if name in KNOWN_INVALID:
             assert r.status_code == 422, name
             continue

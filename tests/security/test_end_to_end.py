@@ -44,9 +44,11 @@ def secured(engine, tmp_path_factory) -> Iterator[httpx.Client]:  # noqa: ANN001
     data_dir: Path = tmp_path_factory.mktemp("secure")
     jwks = data_dir / "jwks.json"
     jwks.write_text(json.dumps(jwks_of(KEY)))
+    first_patient = next(iter_ndjson(SAMPLE_DIR / "Patient.ndjson.gz"))["id"]
     with engine.connect() as conn:
-        empty = not conn.execute(text("SELECT EXISTS (SELECT 1 FROM resource WHERE res_type = 'Encounter')")).scalar()
-    if empty:
+        loaded = conn.execute(text("SELECT EXISTS (SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = :i)"),
+                              {"i": first_patient}).scalar()
+    if not loaded:  # the session database may be shared with other test modules
         load_folder(engine, SAMPLE_DIR)
     live = start_server(engine, data_dir, auth_enabled=True, auth_issuer=ISSUER, auth_jwks=str(jwks),
                         auth_audience=AUDIENCE)
