@@ -29,7 +29,8 @@ from .ndjson import parse_line
 KEY_COLUMN = "fhirlake_resource_key"
 KEY_SCHEMA = pa.schema([pa.field("key", pa.string())])
 PART_ROWS = 500_000  # rows per part file before a new one starts
-PARQUET_OPTIONS = {"compression": "snappy"}
+# zstd level 1: measured fastest to write and read back here (incremental refreshes rewrite parts), and small.
+PARQUET_OPTIONS: dict = {"compression": "zstd", "compression_level": 1}
 
 Deidentify = Callable[[dict], dict | None]
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from .catalog import definition_hash, select_views
 from .lake import ViewLake, ViewMetadata, now_iso
 from .materialize import Deidentify, GenerationBuilder, KeyedView
-from .store_source import Snapshot, lock_key, snapshot, view_locks
+from .store_source import Changes, Snapshot, lock_key, snapshot, view_locks
 
 log = logging.getLogger("fhirlake.views.refresh")
 
@@ -94,9 +94,13 @@ def refresh_views(engine: Engine, lake_dir: Path, names: Iterable[str] | None = 
             fulls = [p for p in type_plans if p.full]
             if fulls:
                 results += _full(lake, snap, res_type, fulls, deidentify, lambda n, t=res_type: report(n, total, t))
+            changes: dict[str, Changes] = {}  # views of one type with one watermark share one read
             for plan in type_plans:
                 if not plan.full:
-                    results.append(_incremental(lake, snap, plan, deidentify))
+                    since = plan.previous.watermark  # type: ignore[union-attr]
+                    if since not in changes:
+                        changes[since] = snap.changes(res_type, since)
+                    results.append(_incremental(lake, snap, plan, changes[since], deidentify))
     _record_state(engine, results, {p.name: p.hash for p in plans})
     return results
 
@@ -104,7 +108,7 @@ def refresh_views(engine: Engine, lake_dir: Path, names: Iterable[str] | None = 
 def _evaluate(keyed: KeyedView, lines: list[bytes], deidentify: Deidentify | None):  # noqa: ANN202
     if deidentify is not None:
         return keyed.evaluate_deidentified(lines, deidentify)
-    return keyed.evaluate_lines(lines)
+    return keyed.evaluate_lines(lines, batch_size=max(len(lines), 1))  # one vectorized pass per fetched batch
 
 
 def _meta(lake: ViewLake, plan: _Plan, watermark: str, mode: str) -> ViewMetadata:
@@ -140,11 +144,11 @@ def _full(lake: ViewLake, snap: Snapshot, res_type: str, plans: list[_Plan], dei
         raise
 
 
-def _incremental(lake: ViewLake, snap: Snapshot, plan: _Plan, deidentify: Deidentify | None) -> RefreshResult:
+def _incremental(lake: ViewLake, snap: Snapshot, plan: _Plan, changes: Changes,
+                 deidentify: Deidentify | None) -> RefreshResult:
     started = time.perf_counter()
     previous = plan.previous
     assert previous is not None and previous.watermark is not None
-    changes = snap.changes(plan.keyed.resource_type, previous.watermark)
     if not changes.removed:
         previous.watermark = snap.watermark
         previous.refreshed_at = now_iso()

@@ -16,6 +16,8 @@ Content is streamed through a server-side cursor in large batches, as raw bytes 
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -66,7 +68,15 @@ class Snapshot:
         return int(row[0])
 
     def stream_current(self, res_type: str, fetch_rows: int = FETCH_ROWS) -> Iterator[list[bytes]]:
-        """Batches of the current content (one NDJSON line each) of every live resource of a type."""
+        """Batches of the current content (one NDJSON line each) of every live resource of a type.
+
+        A helper thread fetches the next batch while the caller evaluates this one (psycopg waits
+        on the socket without the GIL), so PostgreSQL and the evaluation overlap on two cores.
+        Nothing else may use this snapshot's connection until the iterator is exhausted or closed.
+        """
+        return _prefetched(self._fetch_current(res_type, fetch_rows))
+
+    def _fetch_current(self, res_type: str, fetch_rows: int) -> Iterator[list[bytes]]:
         with self.conn.cursor(name=f"fl_view_{uuid.uuid4().hex[:8]}") as cursor:
             cursor.itersize = fetch_rows
             cursor.execute(_CURRENT_OF_TYPE, (res_type,))
@@ -88,6 +98,51 @@ class Snapshot:
                 if content is not None:
                     live.append(content.encode())
         return Changes(removed, live)
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[list[bytes]], depth: int = 2) -> Iterator[list[bytes]]:
+    """Run ``batches`` on a helper thread, ``depth`` batches ahead of the consumer."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            slots.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            slots.put(exc)
+        finally:
+            batches.close()  # type: ignore[attr-defined]
+
+    worker = threading.Thread(target=produce, name="view-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue, then wait for it
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(0.05)
 
 
 @contextmanager
