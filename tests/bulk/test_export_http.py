@@ -164,10 +164,26 @@ def compartment_ids(engine, patient_ids: list[str] | None) -> dict[str, set[str]
             continue
         if res_type not in comp:
             continue
-        refs = _patient_refs(orjson.loads(content))
+        refs = _compartment_refs(res_type, comp[res_type], orjson.loads(content))
         if refs & wanted:
             out.setdefault(res_type, set()).add(res_id)
     return out
+
+
+def _compartment_refs(res_type: str, param_names: tuple[str, ...], resource: dict) -> set[str]:
+    """Patient ids the CompartmentDefinition's parameters point at, evaluated with FHIRPath on the JSON
+    (not through the search index the export uses)."""
+    from fhirlake.fhir.fhirpath import compile_path
+    from fhirlake.search.registry import registry
+
+    params = registry().params(res_type)
+    found: set[str] = set()
+    for name in param_names:
+        param = params.get(name)
+        if param is None or not param.expression:
+            continue
+        found |= _patient_refs(compile_path(param.expression)(resource))
+    return found
 
 
 def _patient_refs(node: object) -> set[str]:
