@@ -14,6 +14,7 @@ import copy
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +29,9 @@ from .ndjson import parse_line
 
 KEY_COLUMN = "fhirlake_resource_key"
 KEY_SCHEMA = pa.schema([pa.field("key", pa.string())])
-PART_ROWS = 500_000  # rows per part file before a new one starts
+PART_ROWS = 131_072  # rows per part file: small enough to rewrite parts in parallel, large for readers
+CARRY_THREADS = 2
+MAX_PARTS = 64  # more parts than this after an incremental refresh: merge them
 # zstd level 1: measured fastest to write and read back here (incremental refreshes rewrite parts), and small.
 PARQUET_OPTIONS: dict = {"compression": "zstd", "compression_level": 1}
 
@@ -111,6 +114,8 @@ class GenerationBuilder:
     def add(self, keys: pa.Array, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
+        if len(keys) != batch.num_rows:
+            raise ValueError(f"{len(keys)} keys for {batch.num_rows} rows")
         if self._data_writer is None:
             self._open_part()
         assert self._data_writer is not None and self._key_writer is not None
@@ -141,31 +146,54 @@ class GenerationBuilder:
     def carry_over(self, previous_dir: Path, parts: list[Part], removed_keys: pa.Array) -> int:
         """Keep every row of the previous generation whose resource key is not in ``removed_keys``.
 
-        A part without a removed key is hard-linked (no copy, no rewrite); the others are filtered.
-        Returns the number of rows dropped.
+        A part without a removed key is hard-linked (no copy, no rewrite); the others are filtered
+        and rewritten, two at a time (pyarrow releases the GIL: both cores work). Returns the number
+        of rows dropped.
         """
+        live = [p for p in parts if p.rows]
+        with ThreadPoolExecutor(max_workers=CARRY_THREADS) as pool:
+            kept = list(pool.map(lambda part: self._carry_part(previous_dir, part, removed_keys), live))
         dropped = 0
-        for part in parts:
-            if part.rows == 0:
-                continue
-            keys = pq.read_table(previous_dir / KEYS / part.file).column(0)
-            hit = pc.is_in(keys, value_set=removed_keys)
-            hits = pc.sum(hit).as_py() or 0
-            if hits == 0:
-                os.link(previous_dir / DATA / part.file, self.dir / DATA / part.file)
-                os.link(previous_dir / KEYS / part.file, self.dir / KEYS / part.file)
-                self.parts.append(Part(part.file, part.rows))
-                continue
+        for new_part, hits in kept:
             dropped += hits
-            if hits == part.rows:
-                continue
-            keep = pc.invert(hit)
-            data = pq.read_table(previous_dir / DATA / part.file, schema=self.schema).filter(keep)
-            file = f"part-{uuid.uuid4().hex[:12]}.parquet"
-            pq.write_table(data, self.dir / DATA / file, **PARQUET_OPTIONS)
-            pq.write_table(pa.table([keys.filter(keep)], schema=KEY_SCHEMA), self.dir / KEYS / file, **PARQUET_OPTIONS)
-            self.parts.append(Part(file, data.num_rows))
+            if new_part is not None:
+                self.parts.append(new_part)
         return dropped
+
+    def _carry_part(self, previous_dir: Path, part: Part, removed_keys: pa.Array) -> tuple[Part | None, int]:
+        keys = pq.read_table(previous_dir / KEYS / part.file).column(0)
+        hit = pc.is_in(keys, value_set=removed_keys)
+        hits = pc.sum(hit).as_py() or 0
+        if hits == 0:
+            os.link(previous_dir / DATA / part.file, self.dir / DATA / part.file)
+            os.link(previous_dir / KEYS / part.file, self.dir / KEYS / part.file)
+            return Part(part.file, part.rows), 0
+        if hits == part.rows:
+            return None, hits
+        keep = pc.invert(hit)
+        data = pq.read_table(previous_dir / DATA / part.file, schema=self.schema).filter(keep)
+        file = f"part-{uuid.uuid4().hex[:12]}.parquet"
+        pq.write_table(data, self.dir / DATA / file, **PARQUET_OPTIONS)
+        pq.write_table(pa.table([keys.filter(keep)], schema=KEY_SCHEMA), self.dir / KEYS / file, **PARQUET_OPTIONS)
+        return Part(file, data.num_rows), hits
+
+    def compact_if_fragmented(self, max_parts: int | None = None) -> bool:
+        """Merge the parts into full-size ones once incremental refreshes have left too many."""
+        self._close_part()
+        if len(self.parts) <= (MAX_PARTS if max_parts is None else max_parts):
+            return False
+        old, self.parts = self.parts, []
+        for part in old:
+            data = pq.read_table(self.dir / DATA / part.file, schema=self.schema)
+            keys = pq.read_table(self.dir / KEYS / part.file).column(0)
+            (self.dir / DATA / part.file).unlink()
+            (self.dir / KEYS / part.file).unlink()
+            offset = 0
+            for batch in data.to_batches():
+                self.add(keys.slice(offset, batch.num_rows).combine_chunks(), batch)
+                offset += batch.num_rows
+        self._close_part()
+        return True
 
     # -------------------------------------------------------------- finish
 

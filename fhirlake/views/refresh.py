@@ -163,6 +163,7 @@ def _incremental(lake: ViewLake, snap: Snapshot, plan: _Plan, changes: Changes,
         if changes.live:
             for keys, batch in _evaluate(plan.keyed, changes.live, deidentify):
                 builder.add(keys, batch)
+        builder.compact_if_fragmented()
         meta = builder.publish(_meta(lake, plan, snap.watermark, "incremental"))
     except BaseException:
         builder.abort()

@@ -279,3 +279,20 @@ def test_empty_view_publishes_its_schema(empty_engine, tmp_path) -> None:  # noq
     assert result.rows == 0
     frame = pl.read_parquet(tmp_path / "views" / "condition")
     assert frame.height == 0 and frame.columns == [c["name"] for c in CATALOG["condition"]["select"][0]["column"]]
+
+
+def test_fragmented_parts_are_compacted(empty_engine, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from fhirlake.views import materialize
+
+    monkeypatch.setattr(materialize, "MAX_PARTS", 3)
+    engine = empty_engine
+    write(engine, PATIENTS[:2])
+    refresh_views(engine, tmp_path, ["patient"])
+    lake = ViewLake.for_zone(tmp_path)
+    counts = []
+    for i in range(2, 8):
+        write(engine, [PATIENTS[i]])
+        refresh_views(engine, tmp_path, ["patient"])
+        counts.append(len(lake.metadata("patient").parts))
+    assert max(counts) <= 3 and 1 in counts  # grew by one part per refresh, then merged
+    assert lake_rows(tmp_path, "patient") == store_rows(engine, "patient")
