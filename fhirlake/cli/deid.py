@@ -27,7 +27,7 @@ from fhirlake.deid.config import PROFILES
 
 ERRORS_FILE = "errors.ndjson"
 FLUSH_BYTES = 1 << 20
-PROGRESS_EVERY = 2000  # lines between progress updates
+PROGRESS_EVERY = 1000  # lines between progress updates
 
 
 class SetupError(click.ClickException):

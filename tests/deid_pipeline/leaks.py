@@ -19,7 +19,12 @@ def read_ndjson(path: Path) -> list[dict]:
 
 
 def identifying_values(resources: Iterable[dict]) -> set[str]:
-    """Names (family, given), address lines, cities, phones and e-mails, full birth dates of people."""
+    """Names (family, given), address lines, cities, phones and e-mails of people.
+
+    Full birth dates are checked apart (:func:`birth_dates`) against the people's own records: a
+    shifted clinical date may land on somebody's birth date by chance (seen: an Encounter shifted
+    onto another patient's 1986-11-19), which is no leak.
+    """
     found: set[str] = set()
 
     def add(value: object) -> None:
@@ -47,8 +52,16 @@ def identifying_values(resources: Iterable[dict]) -> set[str]:
     for resource in resources:
         if resource.get("resourceType") in PERSON_TYPES:
             walk({k: v for k, v in resource.items() if k != "meta"})
-            add(resource.get("birthDate"))
     return found
+
+
+def birth_dates(resources: Iterable[dict]) -> set[str]:
+    return {r["birthDate"] for r in resources if r.get("resourceType") in PERSON_TYPES and len(r.get("birthDate", "")) == 10}
+
+
+def person_records(output: bytes) -> bytes:
+    """The output lines of Patient, Practitioner, RelatedPerson and Person resources."""
+    return b"\n".join(line for line in output.splitlines() if orjson.loads(line)["resourceType"] in PERSON_TYPES)
 
 
 def leaks(secrets: set[str], output: bytes) -> list[str]:

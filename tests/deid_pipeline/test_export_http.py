@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from fhirlake.jobs.export.deid import MANIFEST_EXTENSION_URL
 from tests.deid_pipeline.conftest import MSFT, wait_for
-from tests.deid_pipeline.leaks import identifying_values, leaks, read_ndjson
+from tests.deid_pipeline.leaks import birth_dates, identifying_values, leaks, person_records, read_ndjson
 
 
 def _export(client: httpx.Client, params: dict, path: str = "/$export", headers: dict | None = None) -> dict:
@@ -61,6 +61,8 @@ def test_safe_harbor_export_has_no_identifier_and_joins(bulk, with_key, source) 
     secrets = identifying_values(source)
     assert len(secrets) > 50  # the scanner found what to look for
     assert leaks(secrets, output) == []
+    assert leaks(birth_dates(source), person_records(output)) == []
+    assert all(len(p["birthDate"]) == 4 for p in _resources(files)["Patient"])  # year only
     got = _resources(files)
     original_ids = {r["id"] for r in source}
     patient_ids = {p["id"] for p in got["Patient"]}
