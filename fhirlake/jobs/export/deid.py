@@ -1,13 +1,29 @@
 """De-identified ``$export``: the profile parameter, the worker's engine, and the per-resource step.
 
-``_deidentify=<profile>`` (or ``_anonymizationConfig=<profile>``, the name another server's users
-know) names a shipped profile of :mod:`fhirlake.deid`. Only the name travels in the job's params:
-the key is read from the environment of the process that de-identifies (``FHIRLAKE_DEID_KEY`` or
-``FHIRLAKE_DEID_KEY_FILE``), never from the request, and never stored or logged.
+Kick-off (system, ``Patient/$export``, ``Group/<id>/$export``; GET query or POSTed Parameters):
+- ``_deidentify=<profile>``, also accepted as ``_anonymizationConfig=<profile>`` (the name another
+  server's users know; here it names a shipped profile, not a file): ``safe-harbor`` or
+  ``limited-data-set`` (docs/deid.md). Unknown name: 400 OperationOutcome naming it; both names with
+  different profiles: 400.
+- With authorization on, the token needs the scope ``fhirlake/deid-export`` (interaction
+  ``deid-export`` of :class:`fhirlake.auth.context.AccessContext`) on top of the usual export
+  scopes: 403 otherwise.
+- The API process builds the profile's engine with its own key before queuing: without
+  ``FHIRLAKE_DEID_KEY`` / ``FHIRLAKE_DEID_KEY_FILE`` the answer is 400 (``not-supported``) and no job
+  is queued. The worker builds it again when the job starts; without a key there the job fails
+  ("de-identification is not possible on this worker") before any file is written.
+- Only the profile name is stored in the job's params (``ExportRequest.deidentify``): keys never
+  come from the request and are never stored or logged.
 
-A resource that cannot be de-identified is left out of the output and reported in the export's
-error file as an OperationOutcome naming the file and the resource's position in it (no id, no
-value of the resource).
+Output: every resource goes through the profile, then ``_elements`` (so that date offsets and
+pseudonyms never depend on the elements asked for). NDJSON (and gzip) reads the same COPY stream as
+the plain export; Parquet rows take ``id`` and ``last_updated`` from the de-identified resource
+(nullable there, the profile may remove them); ``deleted`` Bundles carry pseudonymous ids. A
+resource that cannot be de-identified is never written: the error file holds one OperationOutcome
+per failure (``<file>: resource <n> of this file could not be de-identified ...``: no id, no value),
+at most 1000 and then one summary. The manifest's ``extension`` (a JSON object, as the Bulk Data IG
+asks) is ``{"http://fhirlake.org/fhir/StructureDefinition/deidentification-profile": "<profile>"}``.
+Plain exports do not touch this module.
 """
 
 from __future__ import annotations
