@@ -137,6 +137,21 @@ def test_unknown_profile_is_400_naming_it(bulk, with_key) -> None:  # noqa: ANN0
         assert "safe-harbor" in outcome["issue"][0]["diagnostics"]
     two = bulk.get("/$export", params=[("_deidentify", "safe-harbor"), ("_anonymizationConfig", "limited-data-set")])
     assert two.status_code == 400
+    # lenient handling drops unknown parameters, but never a de-identification it cannot honour
+    lenient = bulk.get("/$export", params={"_deidentify": "hipaa-lite"},
+                       headers={"Prefer": "respond-async, handling=lenient"})
+    assert lenient.status_code == 400 and "hipaa-lite" in lenient.json()["issue"][0]["diagnostics"]
+
+
+def test_post_parameters_alias(bulk, with_key) -> None:  # noqa: ANN001
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "_anonymizationConfig", "valueString": "safe-harbor"}, {"name": "_type", "valueString": "Patient"}]}
+    kick = bulk.post("/$export", json=body, headers={"Content-Type": "application/fhir+json"})
+    assert kick.status_code == 202, kick.text
+    manifest = wait_for(bulk, kick.headers["Content-Location"]).json()
+    assert manifest["extension"] == {MANIFEST_EXTENSION_URL: "safe-harbor"}
+    patients = _resources(_files(bulk, manifest))["Patient"]
+    assert patients and all("name" not in p or all("family" not in n for n in p["name"]) for p in patients)
 
 
 def test_missing_key_is_refused_at_kickoff(bulk, without_key, deid_engine) -> None:  # noqa: ANN001
