@@ -12,7 +12,8 @@ Layout of one zone (``<lake>/views`` or ``<lake>/deid/<profile>/views``)::
 
 A refresh writes a complete new generation, then replaces the ``current`` symlink with one
 ``rename``: a reader sees the old generation or the new one, never a mix. The generation before
-the current one is kept (a reader may still be reading it); older ones are removed. Unchanged
+the current one is kept, and so is any generation younger than ``GRACE_SECONDS`` (a reader that
+resolved it may still be opening its files); older ones are removed. Unchanged
 part files are hard links, so an incremental generation costs only what changed.
 
 Local filesystems only (symlinks and hard links); an object-store lake would switch a manifest.
@@ -35,6 +36,7 @@ CURRENT = "current"
 METADATA = "view.json"
 DATA = "data"
 KEYS = "keys"
+GRACE_SECONDS = 300.0
 
 
 @dataclass
@@ -155,8 +157,9 @@ class ViewLake:
         shutil.rmtree(generation_dir, ignore_errors=True)
 
     def _prune(self, name: str, keep: set[str | None]) -> None:
+        too_old = time.time() - GRACE_SECONDS
         for path in self._store(name).iterdir():
             if path.name == CURRENT or path.name in keep or path.name.startswith("."):
                 continue
-            if path.is_dir() and not path.is_symlink():
+            if path.is_dir() and not path.is_symlink() and path.stat().st_mtime < too_old:
                 shutil.rmtree(path, ignore_errors=True)

@@ -255,9 +255,12 @@ def test_changed_definition_rebuilds_in_full(empty_engine, tmp_path) -> None:  #
     assert refresh_views(engine, tmp_path, ["patient"], full=True)[0].mode == "full"
 
 
-def test_old_generations_are_pruned_and_reader_folder_holds_only_parquet(empty_engine, tmp_path) -> None:  # noqa: ANN001
+def test_old_generations_are_pruned_and_reader_folder_holds_only_parquet(empty_engine, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     import polars as pl
 
+    from fhirlake.views import lake as lake_module
+
+    monkeypatch.setattr(lake_module, "GRACE_SECONDS", 0.0)  # no reader here: prune at once
     engine = empty_engine
     write(engine, PATIENTS[:4])
     for i in range(4):
