@@ -69,4 +69,6 @@ def delete_resource(conn: Connection, res_type: str, res_id: str) -> None:
 
 def clear_all(conn: Connection) -> None:
     """Empty the resource and index tables (each test module starts from its own fixtures)."""
-    conn.exec_driver_sql("TRUNCATE sp_token, sp_string, sp_date, sp_number, sp_reference, sp_uri, resource_version, resource")
+    conn.exec_driver_sql(
+        "TRUNCATE sp_token, sp_string, sp_date, sp_number, sp_reference, sp_uri, resource_version, resource CASCADE"
+    )

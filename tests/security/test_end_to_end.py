@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from sqlalchemy import text
 
 from fhirlake.services.loader import SAMPLE_DIR, iter_ndjson, load_folder
+from fhirlake.store.db import make_engine
+from fhirlake.store.migrate import upgrade
 from tests.auth.conftest import SigningKey, jwks_of
-from tests.conftest import start_server
+from tests.conftest import PG_SERVER, create_database, drop_database, start_server
 
 ISSUER = "https://issuer.example.test"
 AUDIENCE = "fhirlake-e2e"
@@ -40,21 +41,24 @@ def bearer(tok: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def secured(engine, tmp_path_factory) -> Iterator[httpx.Client]:  # noqa: ANN001
+def secured(tmp_path_factory) -> Iterator[httpx.Client]:  # noqa: ANN001
+    # A database of its own: the assertions count exactly what one patient may see.
+    name = create_database("fhirlake_security")
+    engine = make_engine(f"{PG_SERVER}/{name}")
+    upgrade(engine)
+    load_folder(engine, SAMPLE_DIR)
     data_dir: Path = tmp_path_factory.mktemp("secure")
     jwks = data_dir / "jwks.json"
     jwks.write_text(json.dumps(jwks_of(KEY)))
-    first_patient = next(iter_ndjson(SAMPLE_DIR / "Patient.ndjson.gz"))["id"]
-    with engine.connect() as conn:
-        loaded = conn.execute(text("SELECT EXISTS (SELECT 1 FROM resource WHERE res_type = 'Patient' AND res_id = :i)"),
-                              {"i": first_patient}).scalar()
-    if not loaded:  # the session database may be shared with other test modules
-        load_folder(engine, SAMPLE_DIR)
     live = start_server(engine, data_dir, auth_enabled=True, auth_issuer=ISSUER, auth_jwks=str(jwks),
                         auth_audience=AUDIENCE)
-    with httpx.Client(base_url=live.url, timeout=60) as c:
-        yield c
-    live.stop()
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as c:
+            yield c
+    finally:
+        live.stop()
+        engine.dispose()
+        drop_database(name)
 
 
 @pytest.fixture(scope="module")
