@@ -17,3 +17,16 @@ keepalive = 5
 accesslog = None  # access lines would carry query strings (PHI); the audit trail records accesses
 errorlog = "-"
 loglevel = "warning"
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook
+    """Security by default: never expose an unauthenticated API beyond loopback."""
+    from fhirlake.config import load_settings
+    from fhirlake.server.security_check import check_bind
+
+    settings = load_settings()
+    for address in server.cfg.bind:
+        host = address.rsplit(":", 1)[0] if ":" in address else address
+        problem = check_bind(settings.with_overrides(host=host.strip("[]")))
+        if problem:
+            raise SystemExit(problem)

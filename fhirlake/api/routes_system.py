@@ -37,9 +37,18 @@ def _security() -> dict | None:
     return capability_security(runtime().settings)
 
 
+SYSTEM_OPERATIONS = [
+    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+    {"name": "import", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import"},
+    {"name": "viewdefinition-run", "definition": "http://sql-on-fhir.org/OperationDefinition/$run"},
+    {"name": "viewdefinition-export", "definition": "http://sql-on-fhir.org/OperationDefinition/$export"},
+]
+
+
 @bp.get("/metadata")
 def metadata() -> Response:
-    return formats.render(capability_statement(base_url(), security=_security()), request)
+    statement = capability_statement(base_url(), extra_operations=SYSTEM_OPERATIONS, security=_security())
+    return formats.render(statement, request)
 
 
 @bp.route("/metadata", methods=["POST", "PUT", "PATCH", "DELETE"])

@@ -89,3 +89,12 @@ def test_serve_refuses_public_bind_without_auth() -> None:
     assert done.returncode != 0
     assert "Refusing to listen on 0.0.0.0" in done.stderr
     assert not (data_dir / "pg").exists()  # refused before touching anything
+
+
+def test_production_gunicorn_config_refuses_public_bind_without_auth() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    env = _env(_data_dir(), FHIRLAKE_BIND=f"0.0.0.0:{_free_port()}", FHIRLAKE_DATABASE_URL="postgresql://unused/x")
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py", "fhirlake.server.wsgi:app"],
+                          env=env, cwd=repo, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Refusing to listen on 0.0.0.0" in done.stderr + done.stdout
