@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 from sqlalchemy import Engine
 
+from fhirlake.api import audit_routes, auth_routes, bulk_routes, routes_resources, routes_system, view_routes
 from fhirlake.api.errors import install_error_handlers
 from fhirlake.api.guard import install_guard
 from fhirlake.api.runtime import Runtime
@@ -26,17 +27,8 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     install_error_handlers(app)
     install_guard(app, settings, engine)
 
-    from fhirlake.api.audit_routes import bp as audit_bp
-    from fhirlake.api.routes_resources import bp as resources_bp
-    from fhirlake.api.routes_system import bp as system_bp
-
-    app.register_blueprint(audit_bp)
-    for optional in ("fhirlake.api.auth_routes", "fhirlake.api.bulk_routes", "fhirlake.api.view_routes"):
-        try:
-            module = __import__(optional, fromlist=["bp"])
-        except ImportError:
-            continue
-        app.register_blueprint(module.bp)
-    app.register_blueprint(system_bp)
-    app.register_blueprint(resources_bp)
+    # Specific routes first; the generic /<type>/<id> routes of FHIR REST come last.
+    for blueprint in (audit_routes.bp, auth_routes.bp, bulk_routes.bp, view_routes.bp, routes_system.bp,
+                      routes_resources.bp):
+        app.register_blueprint(blueprint)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -97,8 +95,6 @@ def _redact(url: str) -> str:
 
 def _start_job_processes(url: str, settings: Settings) -> list[subprocess.Popen]:
     """The local start runs one job worker and the scheduler as child processes."""
-    if importlib.util.find_spec("fhirlake.jobs.worker") is None:
-        return []
     env = {**os.environ, "FHIRLAKE_DATABASE_URL": url, "FHIRLAKE_DATA_DIR": str(settings.data_dir)}
     base = [sys.executable, "-m", "fhirlake.cli.main"]
     return [subprocess.Popen([*base, "worker"], env=env), subprocess.Popen([*base, "scheduler"], env=env)]
@@ -156,24 +152,18 @@ def db_reindex(ctx: click.Context) -> None:
     click.echo(f"reindexed {done} resources (resumes where it stopped if interrupted)")
 
 
-def _register_optional_groups() -> None:
-    # Each subsystem contributes its own command group; the core CLI does not need them to exist.
-    for module_name, attrs in [
-        ("fhirlake.cli.clients", ["clients"]),
-        ("fhirlake.cli.bulk", ["export", "import_", "worker", "scheduler"]),
-        ("fhirlake.cli.views", ["views", "sql"]),
-        ("fhirlake.cli.deid", ["deid"]),
-    ]:
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        for attr in attrs:
-            command = getattr(module, attr, None)
-            if command is not None:
-                cli.add_command(command)
+def _register_subsystem_commands() -> None:
+    # Each subsystem owns its commands; imported here (not at module top) to keep `fhirlake --help` light.
+    from fhirlake.cli.bulk import export, import_, scheduler, worker
+    from fhirlake.cli.clients import clients
+    from fhirlake.cli.deid import deid
+    from fhirlake.cli.views import sql, views
+
+    for command in (clients, export, import_, worker, scheduler, views, sql, deid):
+        cli.add_command(command)
 
 
-_register_optional_groups()
+_register_subsystem_commands()
 
 if __name__ == "__main__":
     cli()
