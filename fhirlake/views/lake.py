@@ -7,7 +7,7 @@ Layout of one zone (``<lake>/views`` or ``<lake>/deid/<profile>/views``)::
     <root>/_store/<name>/<generation>/
         data/part-*.parquet            the view's rows, exactly the view's schema (nothing else, so
                                        ``polars.read_parquet(<root>/<name>)`` and DuckDB read it as is)
-        keys/part-*.parquet            row-aligned resource keys of each data part (upserts, deletes)
+        keys/part-*.arrow              row-aligned resource keys of each data part (upserts, deletes)
         view.json                      metadata: watermark, row count, refreshed-at, definition hash
 
 A refresh writes a complete new generation, then replaces the ``current`` symlink with one
@@ -37,6 +37,8 @@ METADATA = "view.json"
 DATA = "data"
 KEYS = "keys"
 GRACE_SECONDS = 300.0
+# Version of the part format (see ``parts``); a generation written in another one is rebuilt in full.
+LAYOUT = 2
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ViewMetadata:
     previous_generation: str | None = None
     mode: str = "full"  # how this generation was made: full | incremental
     parts: list[Part] = field(default_factory=list)
+    layout: int = LAYOUT
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -66,6 +69,7 @@ class ViewMetadata:
     def from_json(cls, raw: bytes) -> ViewMetadata:
         data = orjson.loads(raw)
         data["parts"] = [Part(**p) for p in data.get("parts", [])]
+        data.setdefault("layout", 1)  # written before the layout was recorded
         return cls(**data)
 
 

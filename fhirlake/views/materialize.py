@@ -26,17 +26,19 @@ from .compiler import DEFAULT_BATCH_SIZE, CompiledView
 from .errors import ViewDefinitionError
 from .lake import DATA, KEYS, Part, ViewLake, ViewMetadata
 from .ndjson import parse_line
+from .parts import (
+    drop_stale_dictionaries,
+    key_file_name,
+    read_data_for_rewrite,
+    read_keys,
+    write_data,
+    write_keys,
+)
 
 KEY_COLUMN = "fhirlake_resource_key"
-KEY_SCHEMA = pa.schema([pa.field("key", pa.string())])
-PART_ROWS = 131_072  # rows per part file
-CARRY_THREADS = 1  # measured: two threads were slower than one (pyarrow already uses its own pool)
+PART_ROWS = 131_072  # rows per part file (one row group each)
+CARRY_THREADS = 1  # parts rewritten at a time
 MAX_PARTS = 64  # more parts than this after an incremental refresh: merge them
-# Uncompressed, without column statistics: an incremental refresh after random updates rewrites most
-# parts, and this reads and writes back about twice as fast as zstd/snappy (measured on the catalog's
-# observation view: 88 ms vs 150 ms per 140k rows). Files are about twice the size of zstd's; the
-# statistics would not prune anything here (rows are in store order, values are mostly ids and codes).
-PARQUET_OPTIONS: dict = {"compression": "none", "write_statistics": False}
 
 Deidentify = Callable[[dict], dict | None]
 
@@ -95,7 +97,10 @@ class KeyedView:
 
 
 class GenerationBuilder:
-    """Writes one new generation of a view; ``publish()`` makes it current, ``abort()`` drops it."""
+    """Writes one new generation of a view; ``publish()`` makes it current, ``abort()`` drops it.
+
+    New rows are buffered until a part is full and written as one row group (see ``parts``).
+    """
 
     def __init__(self, lake: ViewLake, name: str, schema: pa.Schema) -> None:
         self.lake = lake
@@ -103,14 +108,13 @@ class GenerationBuilder:
         self.schema = schema
         self.dir: Path = lake.new_generation(name)
         self.parts: list[Part] = []
-        self._data_writer: pq.ParquetWriter | None = None
-        self._key_writer: pq.ParquetWriter | None = None
-        self._open_rows = 0
-        self._open_file: str | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_keys: list[pa.Array] = []
+        self._pending_rows = 0
 
     @property
     def row_count(self) -> int:
-        return sum(p.rows for p in self.parts) + self._open_rows
+        return sum(p.rows for p in self.parts) + self._pending_rows
 
     # -------------------------------------------------------------- new rows
 
@@ -119,30 +123,29 @@ class GenerationBuilder:
             return
         if len(keys) != batch.num_rows:
             raise ValueError(f"{len(keys)} keys for {batch.num_rows} rows")
-        if self._data_writer is None:
-            self._open_part()
-        assert self._data_writer is not None and self._key_writer is not None
-        self._data_writer.write_batch(batch)
-        self._key_writer.write_batch(pa.RecordBatch.from_arrays([keys], schema=KEY_SCHEMA))
-        self._open_rows += batch.num_rows
-        if self._open_rows >= PART_ROWS:
+        self._pending.append(batch)
+        self._pending_keys.append(keys)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= PART_ROWS:
             self._close_part()
 
-    def _open_part(self) -> None:
-        self._open_file = f"part-{uuid.uuid4().hex[:12]}.parquet"
-        self._data_writer = pq.ParquetWriter(self.dir / DATA / self._open_file, self.schema, **PARQUET_OPTIONS)
-        self._key_writer = pq.ParquetWriter(self.dir / KEYS / self._open_file, KEY_SCHEMA, **PARQUET_OPTIONS)
-        self._open_rows = 0
-
-    def _close_part(self) -> None:
-        if self._data_writer is None:
+    def _close_part(self, allow_empty: bool = False) -> None:
+        if not self._pending and not allow_empty:
             return
-        assert self._key_writer is not None and self._open_file is not None
-        self._data_writer.close()
-        self._key_writer.close()
-        self.parts.append(Part(self._open_file, self._open_rows))
-        self._data_writer = self._key_writer = None
-        self._open_rows = 0
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        keys = pa.concat_arrays(self._pending_keys) if self._pending_keys else pa.array([], pa.string())
+        self._write_part(table, keys)
+        self._pending, self._pending_keys, self._pending_rows = [], [], 0
+
+    def _write_part(self, table: pa.Table, keys: pa.Array | pa.ChunkedArray) -> Part:
+        file = f"part-{uuid.uuid4().hex[:12]}.parquet"
+        write_data(table, self.dir / DATA / file, self.schema)
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
+        write_keys(keys, self.dir / KEYS / key_file_name(file))
+        part = Part(file, table.num_rows)
+        self.parts.append(part)
+        return part
 
     # -------------------------------------------------------------- rows kept from the previous generation
 
@@ -153,8 +156,11 @@ class GenerationBuilder:
         and rewritten (``CARRY_THREADS`` at a time). Returns the number of rows dropped.
         """
         live = [p for p in parts if p.rows]
-        with ThreadPoolExecutor(max_workers=CARRY_THREADS) as pool:
-            kept = list(pool.map(lambda part: self._carry_part(previous_dir, part, removed_keys), live))
+        if CARRY_THREADS > 1:
+            with ThreadPoolExecutor(max_workers=CARRY_THREADS) as pool:
+                kept = list(pool.map(lambda part: self._carry_part(previous_dir, part, removed_keys), live))
+        else:
+            kept = [self._carry_part(previous_dir, part, removed_keys) for part in live]
         dropped = 0
         for new_part, hits in kept:
             dropped += hits
@@ -163,20 +169,21 @@ class GenerationBuilder:
         return dropped
 
     def _carry_part(self, previous_dir: Path, part: Part, removed_keys: pa.Array) -> tuple[Part | None, int]:
-        keys = pq.read_table(previous_dir / KEYS / part.file).column(0)
+        key_name = key_file_name(part.file)
+        keys = read_keys(previous_dir / KEYS / key_name)
         hit = pc.is_in(keys, value_set=removed_keys)
         hits = pc.sum(hit).as_py() or 0
         if hits == 0:
             os.link(previous_dir / DATA / part.file, self.dir / DATA / part.file)
-            os.link(previous_dir / KEYS / part.file, self.dir / KEYS / part.file)
+            os.link(previous_dir / KEYS / key_name, self.dir / KEYS / key_name)
             return Part(part.file, part.rows), 0
         if hits == part.rows:
             return None, hits
         keep = pc.invert(hit)
-        data = pq.read_table(previous_dir / DATA / part.file, schema=self.schema).filter(keep)
+        data = drop_stale_dictionaries(read_data_for_rewrite(previous_dir / DATA / part.file, self.schema).filter(keep))
         file = f"part-{uuid.uuid4().hex[:12]}.parquet"
-        pq.write_table(data, self.dir / DATA / file, **PARQUET_OPTIONS)
-        pq.write_table(pa.table([keys.filter(keep)], schema=KEY_SCHEMA), self.dir / KEYS / file, **PARQUET_OPTIONS)
+        write_data(data, self.dir / DATA / file, self.schema)
+        write_keys(keys.filter(keep).combine_chunks(), self.dir / KEYS / key_file_name(file))
         return Part(file, data.num_rows), hits
 
     def compact_if_fragmented(self, max_parts: int | None = None) -> bool:
@@ -187,9 +194,9 @@ class GenerationBuilder:
         old, self.parts = self.parts, []
         for part in old:
             data = pq.read_table(self.dir / DATA / part.file, schema=self.schema)
-            keys = pq.read_table(self.dir / KEYS / part.file).column(0)
+            keys = read_keys(self.dir / KEYS / key_file_name(part.file))
             (self.dir / DATA / part.file).unlink()
-            (self.dir / KEYS / part.file).unlink()
+            (self.dir / KEYS / key_file_name(part.file)).unlink()
             offset = 0
             for batch in data.to_batches():
                 self.add(keys.slice(offset, batch.num_rows).combine_chunks(), batch)
@@ -200,9 +207,8 @@ class GenerationBuilder:
     # -------------------------------------------------------------- finish
 
     def finish(self) -> None:
-        if not self.parts and self._data_writer is None:
-            self._open_part()  # an empty view still publishes one file: readers get its schema
-        self._close_part()
+        # an empty view still publishes one file: readers get its schema
+        self._close_part(allow_empty=not self.parts)
 
     def publish(self, meta: ViewMetadata) -> ViewMetadata:
         self.finish()
@@ -213,10 +219,5 @@ class GenerationBuilder:
         return meta
 
     def abort(self) -> None:
-        for writer in (self._data_writer, self._key_writer):
-            if writer is not None:
-                try:
-                    writer.close()
-                except Exception:  # noqa: BLE001 - already failing; the folder is removed next
-                    pass
+        self._pending, self._pending_keys, self._pending_rows = [], [], 0
         self.lake.discard(self.dir)

@@ -22,7 +22,7 @@ import pyarrow as pa
 from sqlalchemy import Engine, text
 
 from .catalog import definition_hash, select_views
-from .lake import ViewLake, ViewMetadata, now_iso
+from .lake import LAYOUT, ViewLake, ViewMetadata, now_iso
 from .materialize import Deidentify, GenerationBuilder, KeyedView
 from .store_source import Changes, Snapshot, lock_key, snapshot, view_locks
 
@@ -82,7 +82,7 @@ def refresh_views(engine: Engine, lake_dir: Path, names: Iterable[str] | None = 
         for plan in plans:
             plan.previous = lake.metadata(plan.name)
             if (plan.previous is None or plan.previous.definition_hash != plan.hash
-                    or plan.previous.watermark is None):
+                    or plan.previous.watermark is None or plan.previous.layout != LAYOUT):
                 plan.full = True
         by_type: dict[str, list[_Plan]] = {}
         for plan in plans:
