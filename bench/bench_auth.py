@@ -1,13 +1,14 @@
-"""Cost of authentication + authorization + audit on read-by-id (issue 7: at most 15%).
+"""Cost of token verification + audit on read-by-id through the real server (issue 7: at most 15%).
 
-Runs the real Flask app over a fresh PostgreSQL database loaded with the Synthea sample, and
-reads resources by id from several threads twice in the same run: without auth, then with a
-before/after-request guard doing exactly what the server does per request (verify the bearer token,
-check the scope, compute the access constraint, persist the AuditEvent through the group-commit
-writer). Also reports the raw cost of one full token verification (no cache) and of one audit
-record written alone.
+One run, one scratch database loaded with a Synthea sample, two gunicorn gthread servers on the same
+database (``fhirlake.server.wsgi:app``): (a) auth off, (b) auth on (RS256 bearer token verified against
+a local JWKS file, scope check, durable AuditEvent per request). wrk drives both, interleaved round by
+round so that load from other processes on the machine hits both alike; medians are reported.
 
-    python bench/bench_auth.py [--requests 3000] [--threads 4]
+Also reported, from PostgreSQL's own statistics for the scratch database: audit rows written and
+commits per request in each configuration (how well the audit writer groups concurrent requests).
+
+    python bench/bench_auth.py [--seconds 12] [--rounds 3] [--connections 16]
 """
 
 from __future__ import annotations
@@ -15,159 +16,124 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import secrets
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from flask import Flask, g, request
-from sqlalchemy import create_engine, text
+import jwt
+import psycopg
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
-from fhirlake.api.app import create_app
-from fhirlake.audit import AuditRecord, AuditWriter
-from fhirlake.auth import AuthConfig, Authenticator
-from fhirlake.config import Settings
+from bench._common import SHARED, gunicorn, scratch_database, wrk
 from fhirlake.services.loader import load_folder
 from fhirlake.store.db import make_engine
 from fhirlake.store.migrate import upgrade
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "data" / "synthea" / "msft-anonymization-samples-r4"
-ADMIN_URL = os.environ.get("FHIRLAKE_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SAMPLES = SHARED / "synthea" / "msft-anonymization-samples-r4"
+ISSUER = "https://issuer.bench.example.org"
+AUDIENCE = "https://bench.example.org/r4"
 
 
-def ids_of(resource_type: str) -> list[str]:
+def _ids(resource_type: str) -> list[str]:
     with gzip.open(SAMPLES / f"{resource_type}.ndjson.gz", "rt") as fh:
-        return [json.loads(line)["id"] for line in fh if line.strip()]
+        return [f"/{resource_type}/{json.loads(line)['id']}" for line in fh if line.strip()]
 
 
-def guard(app: Flask, auth: Authenticator, audit: AuditWriter | None) -> None:
-    @app.before_request
-    def authenticate() -> None:
-        ctx = auth.authenticate(request.headers.get("Authorization"))
-        resource_type = request.path.strip("/").split("/")[0]
-        ctx.require("read", resource_type)
-        g.access = ctx.access_constraint(resource_type, "read")
-        g.ctx = ctx
-
-    @app.after_request
-    def record(response):  # noqa: ANN001, ANN202
-        if audit is None:
-            return response
-        parts = request.path.strip("/").split("/")
-        audit.record(
-            AuditRecord.for_request(
-                g.ctx,
-                "read",
-                response.status_code,
-                parts[0],
-                parts[1:2],
-                request.args.keys(),
-                request.remote_addr,
-            )
-        )
-        return response
+def _signing_material(folder: Path) -> tuple[Path, str]:
+    """A JWKS file with one RS256 key, and a long-lived system token signed with it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "RS256", "use": "sig"}
+    jwks = folder / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "bench-client", "client_id": "bench-client",
+              "scope": "system/*.rs", "iat": now, "exp": now + 3600}
+    return jwks, jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
 
 
-def hammer(app: Flask, paths: list[str], threads: int, header: dict[str, str]) -> float:
-    chunks = [paths[i::threads] for i in range(threads)]
-    failures: list[int] = []
+def _lua(folder: Path, paths: list[str], token: str | None) -> Path:
+    script = folder / ("auth.lua" if token else "plain.lua")
+    header = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
+    script.write_text(
+        header + "local paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n"
+        "request = function() return wrk.format('GET', paths[math.random(#paths)]) end\n"
+    )
+    return script
 
-    def work(chunk: list[str]) -> None:
-        client = app.test_client()
-        for path in chunk:
-            status = client.get(path, headers=header).status_code
-            if status != 200:
-                failures.append(status)
 
-    workers = [threading.Thread(target=work, args=(c,)) for c in chunks]
-    start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - start
-    if failures:
-        raise SystemExit(f"{len(failures)} failed requests, e.g. HTTP {failures[0]}")
-    return len(paths) / elapsed
+def _pg_counters(url: str) -> tuple[int, int]:
+    """(committed transactions, audit rows) of the scratch database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        commits = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()[0]
+        rows = conn.execute("SELECT count(*) FROM audit_event").fetchone()[0]
+    return int(commits), int(rows)
+
+
+def _measured(url: str, db_url: str, lua: Path, seconds: int, connections: int) -> dict[str, Any]:
+    time.sleep(1.0)  # let the statistics collector catch up with the previous run
+    commits0, rows0 = _pg_counters(db_url)
+    result = wrk(url, lua, seconds=seconds, connections=connections)
+    time.sleep(1.5)  # outcome updates are asynchronous; statistics are flushed about once a second
+    commits1, rows1 = _pg_counters(db_url)
+    requests = max(1, round(result["rps"] * seconds))
+    result["commits_per_request"] = (commits1 - commits0) / requests
+    result["audit_rows_per_request"] = (rows1 - rows0) / requests
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
 
-    name = f"fhirlake_bench_auth_{secrets.token_hex(4)}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(ADMIN_URL.rsplit("/", 1)[0] + "/" + name, pool_size=args.threads + 2)
-    try:
+    with scratch_database("fhirlake_bench_auth") as url, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        engine = make_engine(url)
         upgrade(engine)
         load_folder(engine, SAMPLES)
-        ids = [f"/Patient/{i}" for i in ids_of("Patient")] + [
-            f"/Observation/{i}" for i in ids_of("Observation")
-        ]
-        paths = [ids[i % len(ids)] for i in range(args.requests)]
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                base_url="https://bench.example.org/r4", data_dir=Path(tmp), auth_enabled=True
-            )
-            auth = Authenticator(AuthConfig.from_settings(settings), engine)
-            audit = AuditWriter(engine)
-            token, _ = auth.issue_access_token("bench-client", "system/*.rs")
-            header = {"Authorization": "Bearer " + token}
-            plain = create_app(settings, engine)
-            guarded = create_app(settings, engine)
-            guard(guarded, auth, audit)
-            token_only = create_app(settings, engine)
-            guard(token_only, auth, None)
-            relaxed_audit = AuditWriter(engine, synchronous=False)
-            relaxed = create_app(settings, engine)
-            guard(relaxed, auth, relaxed_audit)
-            hammer(plain, paths[:200], args.threads, {})  # warm up pools and caches
-            hammer(guarded, paths[:200], args.threads, header)
-            without, with_auth, with_token, with_relaxed = [], [], [], []
-            for _ in range(args.rounds):  # interleaved, so drift hits all alike
-                without.append(hammer(plain, paths, args.threads, {}))
-                with_token.append(hammer(token_only, paths, args.threads, header))
-                with_auth.append(hammer(guarded, paths, args.threads, header))
-                with_relaxed.append(hammer(relaxed, paths, args.threads, header))
-            batches_before, records_before = audit.batches, audit.records
-
-            n = 300
-            start = time.perf_counter()
-            for _ in range(n):
-                auth.verify(token)
-            verify_us = (time.perf_counter() - start) / n * 1e6
-            start = time.perf_counter()
-            for _ in range(n):
-                audit.record(AuditRecord("read", 200, "Patient", ("x",), client_id="bench-single"))
-            audit_us = (time.perf_counter() - start) / n * 1e6
-            audit.close()
-            relaxed_audit.close()
-        a, b, c = statistics.median(without), statistics.median(with_auth), statistics.median(with_token)
-        print(
-            f"read-by-id, {args.threads} threads, {args.requests} requests x {args.rounds} rounds (median):"
-        )
-        print(f"  without auth:                  {a:8.0f} req/s")
-        print(f"  token + scope check, no audit: {c:8.0f} req/s   overhead {100 * (a - c) / a:5.1f}%")
-        print(f"  token + scope + durable audit: {b:8.0f} req/s   overhead {100 * (a - b) / a:5.1f}%")
-        d = statistics.median(with_relaxed)
-        print(f"  same, audit synchronous=False: {d:8.0f} req/s   overhead {100 * (a - d) / a:5.1f}%")
-        print(f"  audit group commit: {records_before} records in {batches_before} commits")
-        print(f"  one full token verification (RS384, no cache): {verify_us:6.0f} us")
-        print(f"  one audit record alone (commit each): {audit_us:6.0f} us")
-    finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        paths = _ids("Patient") + _ids("Observation")[:2000]
+        jwks, token = _signing_material(folder)
+        plain_lua, auth_lua = _lua(folder, paths, None), _lua(folder, paths, token)
+        base_env = {"FHIRLAKE_DATABASE_URL": url, "FHIRLAKE_AUTH_ENABLED": "false",
+                    "FHIRLAKE_AUTH_ISSUER": "", "FHIRLAKE_AUTH_JWKS": ""}
+        auth_env = {"FHIRLAKE_DATABASE_URL": url, "FHIRLAKE_AUTH_ENABLED": "true", "FHIRLAKE_AUTH_ISSUER": ISSUER,
+                    "FHIRLAKE_AUTH_JWKS": str(jwks), "FHIRLAKE_AUTH_AUDIENCE": AUDIENCE}
+        runs: dict[str, list[dict[str, Any]]] = {"auth off": [], "auth on": []}
+        with gunicorn("fhirlake.server.wsgi:app", base_env) as plain, \
+                gunicorn("fhirlake.server.wsgi:app", auth_env) as guarded:
+            wrk(plain, plain_lua, seconds=2, connections=args.connections)  # warm-up: pools, caches
+            warm = wrk(guarded, auth_lua, seconds=2, connections=args.connections)
+            if warm.get("non2xx"):
+                raise SystemExit("auth server answered non-2xx:\n" + warm["raw"])
+            for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
+                runs["auth off"].append(_measured(plain, url, plain_lua, args.seconds, args.connections))
+                runs["auth on"].append(_measured(guarded, url, auth_lua, args.seconds, args.connections))
+
+        print(f"read-by-id, gunicorn gthread 2x8, wrk {args.connections} connections, "
+              f"{args.seconds}s x {args.rounds} rounds (median):")
+        medians: dict[str, float] = {}
+        for name, results in runs.items():
+            for r in results:
+                if r.get("non2xx"):
+                    raise SystemExit(f"{name}: {r['non2xx']} non-2xx answers")
+            medians[name] = statistics.median(r["rps"] for r in results)
+            print(f"  {name:8s}: {medians[name]:7.0f} req/s  (rounds: "
+                  f"{', '.join(str(round(r['rps'])) for r in results)})"
+                  f"  p50 {statistics.median(r.get('p50', 0) for r in results):5.2f} ms"
+                  f"  p99 {statistics.median(r.get('p99', 0) for r in results):6.2f} ms"
+                  f"  commits/request {statistics.median(r['commits_per_request'] for r in results):.3f}"
+                  f"  audit rows/request {statistics.median(r['audit_rows_per_request'] for r in results):.3f}")
+        overhead = 100 * (medians["auth off"] - medians["auth on"]) / medians["auth off"]
+        print(f"  token verification + audit overhead: {overhead:.1f}% (target <= 15%)")
 
 
 if __name__ == "__main__":

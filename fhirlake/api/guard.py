@@ -1,8 +1,16 @@
 """Authentication, coarse authorization and audit for every request.
 
-Every request is authenticated here (when auth is on) and leaves an audit record: writes record
-theirs inside their own database transaction (``write_transaction``), everything else, including
-refused and failed requests, through the group-commit writer before the response is sent.
+Every request is authenticated here (when auth is on) and leaves an audit record, in two phases:
+
+1. When the request starts (right after authentication, refused requests included), its access
+   record (who, what, when, from where) is submitted to the group-commit writer without waiting:
+   the request's own work runs while the record commits.
+2. Before the response is sent, the request waits for that record to be durable (normally it
+   already is) and hands over its outcome (HTTP status) as an asynchronous update. A crash between
+   the two leaves the row saying "outcome unknown", never an access without a record.
+
+Writes record theirs inside their own database transaction instead (``write_transaction``): their
+endpoints skip phase 1, so a write leaves one row, committed (or rolled back) with the change.
 Fine-grained decisions (compartments, query-restricted scopes) happen in the services and the
 search planner, which receive ``g.access``.
 """
@@ -50,6 +58,14 @@ INTERACTIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+# Endpoints whose record is written in the change's transaction (``write_transaction``).
+IN_TRANSACTION_ENDPOINTS = frozenset(
+    e for e, (interaction, _) in INTERACTIONS.items() if interaction in ("create", "update", "patch", "delete")
+) | {"system.bundle"}
+# Endpoints never audited by the guard: discovery, and the token endpoint (audited by its own route).
+UNAUDITED_ENDPOINTS = PUBLIC_ENDPOINTS | {"static"}
+
+
 def access() -> Any:
     """The request's AccessContext, or None when authorization is off."""
     return getattr(g, "access", None)
@@ -59,18 +75,23 @@ def audit_ids(*ids: str) -> None:
     g.audit_ids = [*getattr(g, "audit_ids", []), *ids]
 
 
+def _resource_ids() -> tuple[str, ...]:
+    """The ids the request names in its URL, then those its handler reported (``audit_ids``)."""
+    ids = list(getattr(g, "audit_ids", ()))
+    res_id = request.view_args.get("res_id") if request.view_args else None
+    if res_id and res_id not in ids:
+        ids.insert(0, res_id)
+    return tuple(ids)
+
+
 def _audit_record(status: int, outcome_desc: str | None = None) -> Any:
     from fhirlake.audit import AuditRecord
 
     interaction = getattr(g, "audit_interaction", None) or (request.endpoint or "unknown")
-    res_type = (request.view_args or {}).get("res_type") if request.view_args else None
-    ids = list(getattr(g, "audit_ids", []))
-    res_id = (request.view_args or {}).get("res_id") if request.view_args else None
-    if res_id and res_id not in ids:
-        ids.insert(0, res_id)
+    res_type = request.view_args.get("res_type") if request.view_args else None
     # parameter NAMES only: values may be PHI
-    names = sorted({k for k in request.args.keys()})
-    return AuditRecord.for_request(access(), interaction, status, res_type, ids, names,
+    names = sorted(request.args.keys())
+    return AuditRecord.for_request(access(), interaction, status, res_type, _resource_ids(), names,
                                    request.remote_addr, outcome_desc)
 
 
@@ -82,7 +103,13 @@ def write_transaction() -> Iterator[Connection]:
     with runtime().engine.begin() as conn:
         yield conn
         if _auth_installed():
-            record_in(conn, _audit_record(200))
+            pending = getattr(g, "audit_pending", None)
+            if pending is not None:  # an access already on record: complete that row, add none
+                from fhirlake.audit import complete_in
+
+                complete_in(conn, pending, 200, resource_ids=_resource_ids())
+            else:
+                record_in(conn, _audit_record(200))
             g.audited = True
 
 
@@ -98,6 +125,15 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
 
     services = install_auth(app, settings, engine)
     enabled = settings.auth_enabled
+    writer = services.audit
+
+    def start_audit(endpoint: str) -> None:
+        """Phase 1: submit the access record now; the request works while it commits."""
+        if endpoint in UNAUDITED_ENDPOINTS or endpoint in IN_TRANSACTION_ENDPOINTS:
+            return
+        from fhirlake.audit import OUTCOME_UNKNOWN
+
+        g.audit_pending = writer.submit(_audit_record(OUTCOME_UNKNOWN))
 
     @app.before_request
     def _authenticate() -> Response | None:
@@ -106,6 +142,7 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
         g.audit_interaction = audit_interaction
         if not enabled:
             g.access = AccessContext.unrestricted()
+            start_audit(endpoint)
             return None
         if endpoint in PUBLIC_ENDPOINTS:
             g.access = None
@@ -114,10 +151,12 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
             g.access = services.authenticator.authenticate(request.headers.get("Authorization"))
         except AuthError as exc:
             g.access = None
+            start_audit(endpoint)
             body = operation_outcome([Issue("error", "login", exc.description)])
             from fhirlake.api.errors import outcome_response
 
             return outcome_response(401, body, {"WWW-Authenticate": exc.www_authenticate()})
+        start_audit(endpoint)
         res_type = (request.view_args or {}).get("res_type")
         if scope_interaction and res_type:
             from fhirlake.services.authz import require
@@ -131,15 +170,26 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
 
     @app.after_request
     def _audit(response: Response) -> Response:
-        if getattr(g, "audited", False) or request.endpoint in ("fhirlake_auth.token",):
+        if getattr(g, "audited", False) or request.endpoint in UNAUDITED_ENDPOINTS:
             return response
-        if request.endpoint in ("system.metadata", "fhirlake_auth.jwks", "fhirlake_auth.smart_config", "static"):
-            return response
+        pending = getattr(g, "audit_pending", None)
+        status = response.status_code
+        desc = None if status < 400 else _reason(response)
         try:
-            services.audit.record(_audit_record(response.status_code))
+            if pending is None:  # a write refused before its transaction, or no phase 1
+                writer.record(_audit_record(status, desc))
+            else:  # phase 2: the access must be durable before it is answered; the outcome need not
+                pending.wait()
+                ids = _resource_ids()
+                writer.complete(pending, status, desc, ids if ids != pending.record.resource_ids else None)
         except Exception:  # noqa: BLE001 - an access that cannot be audited must not be answered
             from fhirlake.api.errors import outcome_response
 
             err = FhirError(503, "The access could not be audited; try again", code="transient")
             return outcome_response(503, err.outcome(), {"Retry-After": "1"})
         return response
+
+
+def _reason(response: Response) -> str:
+    """The HTTP reason phrase ("Not Found"): says what happened without echoing any content."""
+    return response.status.partition(" ")[2]

@@ -27,6 +27,17 @@ _ACTIONS = {
 _PARAM_NAME = re.compile(r"[^A-Za-z0-9_:.\-$]")
 _MAX_DESC = 500
 
+# ``outcome`` of an access recorded when its request started (two-phase audit): the access is
+# durable, its result is filled in when the response is sent. 0 is no HTTP status, so a row that
+# keeps it (the process died in between) reads as "outcome unknown", never as a success.
+OUTCOME_UNKNOWN = 0
+UNKNOWN_OUTCOME_DESC = "outcome unknown: the access was recorded, the result of its response was not"
+
+
+def clean_desc(text: str | None) -> str | None:
+    """An outcome description fit for the table: bounded, without NUL (PostgreSQL text refuses it)."""
+    return text[:_MAX_DESC].replace("\x00", "") if text else None
+
 
 def action_for(interaction: str) -> str:
     return _ACTIONS.get(interaction, "R")
@@ -101,5 +112,5 @@ class AuditRecord:
             "query_params": " ".join(clean_param_names(self.query_params)) or None,
             "source_ip": self.source_ip,
             "outcome": int(self.outcome),
-            "outcome_desc": self.outcome_desc[:_MAX_DESC] if self.outcome_desc else None,
+            "outcome_desc": clean_desc(self.outcome_desc),
         }

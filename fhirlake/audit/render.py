@@ -6,6 +6,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from fhirlake.audit.record import OUTCOME_UNKNOWN, UNKNOWN_OUTCOME_DESC
+
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -114,14 +116,19 @@ def audit_event_resource(row: Any) -> dict[str, Any]:
         "subtype": subtype,
         "action": _get(row, "action"),
         "recorded": _instant(_get(row, "recorded")),
-        "outcome": outcome_code(status),
-        "outcomeDesc": f"{status} {_get(row, 'outcome_desc') or ''}".strip(),
         "agent": _agents(_get(row, "client_id"), _get(row, "user_id"), _get(row, "source_ip")),
         "source": {
             "observer": {"display": "fhirlake"},
             "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
         },
     }
+    if status == OUTCOME_UNKNOWN:
+        # the access is on record but its response's result is not (the process stopped in between):
+        # say so rather than claim a success or a failure
+        event["outcomeDesc"] = UNKNOWN_OUTCOME_DESC
+    else:
+        event["outcome"] = outcome_code(status)
+        event["outcomeDesc"] = f"{status} {_get(row, 'outcome_desc') or ''}".strip()
     if entities:
         event["entity"] = entities
     return event

@@ -28,7 +28,8 @@ _PREFIXES = ("eq", "ge", "gt", "le", "lt")
 _DATE = re.compile(
     r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-_OUTCOMES = {"0": (0, 399), "4": (400, 499), "8": (500, 599), "12": (600, 999)}
+# 0 (success) starts at HTTP 100: a stored outcome of 0 means "outcome unknown" (record.OUTCOME_UNKNOWN)
+_OUTCOMES = {"0": (100, 399), "4": (400, 499), "8": (500, 599), "12": (600, 999)}
 _CONTROL = {"_count", "_sort", "_total", "_cursor", "_format"}
 
 
