@@ -106,13 +106,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--bundles", type=int, default=150)
+    parser.add_argument("--skip-reads", action="store_true", help="only the transaction benchmark")
     args = parser.parse_args()
-    with scratch_database() as url:
-        reads = bench_reads(url, args.seconds)
-    for name, r in reads.items():
-        print(f"read-by-id {name:9s}: {r['rps']:8.0f} req/s  p50 {r.get('p50', 0):6.2f} ms  p99 {r.get('p99', 0):6.2f} ms"
-              f"  non-2xx {r.get('non2xx', 0)}")
-    print(f"read-by-id fhirlake/baseline throughput ratio: {reads['fhirlake']['rps'] / reads['baseline']['rps']:.2f}")
+    if not args.skip_reads:
+        with scratch_database() as url:
+            reads = bench_reads(url, args.seconds)
+        for name, r in reads.items():
+            print(f"read-by-id {name:9s}: {r['rps']:8.0f} req/s  p50 {r.get('p50', 0):6.2f} ms"
+                  f"  p99 {r.get('p99', 0):6.2f} ms  non-2xx {r.get('non2xx', 0)}")
+        print(f"read-by-id fhirlake/baseline throughput ratio: {reads['fhirlake']['rps'] / reads['baseline']['rps']:.2f}")
     with scratch_database() as url:
         tx = bench_transactions(url, args.bundles)
     print(f"transaction bundles (100 resources, validation+indexing): {tx['rate']:8.0f} resources/s "

@@ -75,6 +75,7 @@ def _child_step(name: str) -> Step:
                     out.append((value, code, next_parent))
         return out
 
+    step.child_name = name  # type: ignore[attr-defined]  # read by top_level_keys
     return step
 
 
@@ -268,6 +269,31 @@ def compile_items(expression: str, root_type: str) -> Callable[[list[Item]], lis
         return out
 
     return run_all
+
+
+def top_level_keys(expression: str, root_type: str) -> frozenset[str] | None:
+    """The JSON keys of a resource of ``root_type`` that the expression can read first, or None
+    when that cannot be told (fallback engine, relative or non-path start). A resource with none
+    of these keys yields nothing, so the indexer can skip the expression without running it."""
+    if _DECEASED.match(expression.strip()):
+        return None  # yields a boolean even when the element is absent
+    try:
+        parser = _Parser(_tokenize(expression))
+        branches = parser.union()
+    except Unsupported:
+        return None
+    if parser.peek() is not None:
+        return None
+    keys: set[str] = set()
+    for steps in branches:
+        first = steps[0]
+        if not isinstance(first, _RootMark) or first.name != root_type or len(steps) < 2:
+            return None
+        name = getattr(steps[1], "child_name", None)
+        if name is None:
+            return None
+        keys.update(key for key, _code, _next, _arr in _children_options(root_type, name))
+    return frozenset(keys)
 
 
 _DECEASED = re.compile(r"^(\w+)\.(\w+)\.exists\(\) and \1\.\2 != false$")

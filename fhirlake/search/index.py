@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import Connection, Engine, text
 
 from fhirlake.search import rows as R
-from fhirlake.search.extract import compile_extractor, compile_items
+from fhirlake.search.extract import compile_extractor, compile_items, top_level_keys
 from fhirlake.search.registry import RESOURCE_COLUMN_PARAMS, SearchParam, registry
 
 Indexer = Callable[[R.Rows, int, dict], None]
@@ -29,8 +29,15 @@ TABLE_COLUMNS = {
 }
 
 
-def _value_writer(param_type: str, param: SearchParam, pid: int) -> Callable[[R.Rows, int, int, Any, str], None] | None:
-    text_pid, of_type_pid, identifier_pid = param.sub_pid("text"), param.sub_pid("of-type"), param.sub_pid("identifier")
+def _value_writer(param_type: str, param: SearchParam, pid: int,
+                  side_rows: bool = True) -> Callable[[R.Rows, int, int, Any, str], None] | None:
+    """``side_rows``: also write the rows behind ``:text``, ``:of-type`` and ``:identifier``.
+    Composite components skip them: no search reads those modifiers through a composite."""
+    if side_rows:
+        text_pid, of_type_pid, identifier_pid = (param.sub_pid("text"), param.sub_pid("of-type"),
+                                                 param.sub_pid("identifier"))
+    else:
+        text_pid = of_type_pid = identifier_pid = None
     if param_type == "token":
         return lambda rows, rid, grp, v, c: R.token_rows(rows, rid, pid, grp, v, c, text_pid, of_type_pid)
     if param_type == "string":
@@ -67,7 +74,7 @@ def _composite_indexer(param: SearchParam) -> Indexer | None:
     elements = compile_items(param.expression, param.res_type)
     parts = []
     for i, component in enumerate(param.components):
-        writer = _value_writer(component.type, param, param.sub_pid(f"c{i}"))
+        writer = _value_writer(component.type, param, param.sub_pid(f"c{i}"), side_rows=False)
         if writer is None:
             return None
         parts.append((component.expression, writer))
@@ -101,16 +108,25 @@ def _component_runner(expression: str, parent: str, res_type: str) -> tuple:
 
 @cache
 def type_indexer(res_type: str) -> Indexer:
-    indexers: list[Indexer] = []
+    # (top-level keys, indexer): most parameters of a type read elements a given resource lacks;
+    # checking the first key is far cheaper than running the compiled path.
+    indexers: list[tuple[tuple[str, ...] | None, Indexer]] = []
     for param in registry().params(res_type).values():
         if param.code in RESOURCE_COLUMN_PARAMS or not param.expression:
             continue
         built = _composite_indexer(param) if param.type == "composite" else _simple_indexer(param)
         if built is not None:
-            indexers.append(built)
+            keys = top_level_keys(param.expression, res_type)
+            indexers.append((tuple(sorted(keys)) if keys is not None else None, built))
 
     def index(rows: R.Rows, rid: int, resource: dict) -> None:
-        for indexer in indexers:
+        for keys, indexer in indexers:
+            if keys is not None:
+                for key in keys:
+                    if key in resource:
+                        break
+                else:
+                    continue
             indexer(rows, rid, resource)
 
     return index

@@ -41,8 +41,8 @@ class Rows:
         self.uri: list[tuple] = []
 
 
-def add_string(rows: Rows, rid: int, pid: int, grp: int, text: Any) -> None:
-    if isinstance(text, str) and text:
+def add_string(rows: Rows, rid: int, pid: int | None, grp: int, text: Any) -> None:
+    if pid is not None and isinstance(text, str) and text:
         rows.string.append((rid, pid, grp, normalize_string(text)[:MAX_NORM], text))
 
 
@@ -64,7 +64,8 @@ def string_rows(rows: Rows, rid: int, pid: int, grp: int, value: Any, code: str)
                 add_string(rows, rid, pid, grp, v)
 
 
-def token_rows(rows: Rows, rid: int, pid: int, grp: int, value: Any, code: str, text_pid: int, of_type_pid: int) -> None:
+def token_rows(rows: Rows, rid: int, pid: int, grp: int, value: Any, code: str, text_pid: int | None,
+               of_type_pid: int | None) -> None:
     out = rows.token
     if isinstance(value, bool):
         out.append((rid, pid, grp, None, "true" if value else "false"))
@@ -82,7 +83,7 @@ def token_rows(rows: Rows, rid: int, pid: int, grp: int, value: Any, code: str, 
         elif code == "Identifier":
             out.append((rid, pid, grp, value.get("system"), value.get("value")))
             id_type = value.get("type")
-            if isinstance(id_type, dict):
+            if isinstance(id_type, dict) and of_type_pid is not None:
                 add_string(rows, rid, text_pid, grp, id_type.get("text"))
                 for coding in id_type.get("coding", ()):
                     out.append((rid, of_type_pid, grp, coding.get("system"), f"{coding.get('code')}|{value.get('value')}"))
@@ -173,7 +174,7 @@ def parse_reference(ref: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def reference_rows(rows: Rows, rid: int, pid: int, value: Any, code: str, identifier_pid: int) -> None:
+def reference_rows(rows: Rows, rid: int, pid: int, value: Any, code: str, identifier_pid: int | None) -> None:
     if isinstance(value, str):  # canonical / uri
         target_type, target_id = parse_reference(value.split("|")[0])
         rows.reference.append((rid, pid, target_type, target_id, value))
@@ -186,7 +187,7 @@ def reference_rows(rows: Rows, rid: int, pid: int, value: Any, code: str, identi
         is_absolute = "://" in ref or ref.startswith("urn:")
         rows.reference.append((rid, pid, target_type, target_id, ref if is_absolute or target_type is None else None))
     ident = value.get("identifier")
-    if isinstance(ident, dict):
+    if isinstance(ident, dict) and identifier_pid is not None:
         rows.token.append((rid, identifier_pid, 0, ident.get("system"), ident.get("value")))
 
 
