@@ -11,11 +11,13 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
 from fhirlake.config import Settings
@@ -66,6 +68,19 @@ def create_database(prefix: str = "fhirlake_test") -> str:
 def drop_database(name: str) -> None:
     with _admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_engine(prefix: str = "fhirlake_test", pool_size: int = 8) -> Iterator[Engine]:
+    """A new, migrated database for one test session (or module); dropped afterwards."""
+    name = create_database(prefix)
+    eng = make_engine(f"{PG_SERVER}/{name}", pool_size=pool_size)
+    try:
+        upgrade(eng)
+        yield eng
+    finally:
+        eng.dispose()
+        drop_database(name)
 
 
 @pytest.fixture(scope="session")

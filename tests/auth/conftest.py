@@ -4,7 +4,6 @@ and a fresh PostgreSQL database per test session (dropped afterwards)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 import time
@@ -18,12 +17,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
-from fhirlake.store.db import make_engine
-from fhirlake.store.migrate import upgrade
-
-ADMIN_URL = os.environ.get("FHIRLAKE_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from tests.conftest import fresh_engine
 
 
 @dataclass
@@ -108,19 +104,8 @@ def jwks_server() -> Iterator[JwksServer]:
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
-    name = f"fhirlake_auth_test_{secrets.token_hex(4)}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    db = make_engine(ADMIN_URL.rsplit("/", 1)[0] + "/" + name, pool_size=12)
-    try:
-        upgrade(db)
+    with fresh_engine("fhirlake_auth_test", pool_size=12) as db:
         yield db
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def now() -> int:
