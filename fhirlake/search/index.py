@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from fhirlake.search import rows as R
@@ -158,27 +159,36 @@ def remove_index(conn: Connection, rids: Sequence[int]) -> None:
         conn.exec_driver_sql(_DELETE_ALL, {"r": list(rids)})
 
 
-def write_rows(conn: Connection, rows: R.Rows) -> None:
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        for table, columns in TABLE_COLUMNS.items():
-            data = getattr(rows, table)
-            if not data:
-                continue
-            with cur.copy(f"COPY sp_{table} ({columns}) FROM STDIN") as copy:
-                for row in data:
-                    copy.write_row(row)
+def write_rows(conn: Connection, rows: R.Rows, cursor: psycopg.Cursor | None = None) -> None:
+    if cursor is None:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            _copy_rows(cur, rows)
+    else:
+        _copy_rows(cursor, rows)
 
 
-def index_resources(conn: Connection, items: Sequence[tuple[int, str, dict]], replace: bool = True) -> None:
+def _copy_rows(cur: psycopg.Cursor, rows: R.Rows) -> None:
+    for table, columns in TABLE_COLUMNS.items():
+        data = getattr(rows, table)
+        if not data:
+            continue
+        with cur.copy(f"COPY sp_{table} ({columns}) FROM STDIN") as copy:
+            write_row = copy.write_row
+            for row in data:
+                write_row(row)
+
+
+def index_resources(conn: Connection, items: Sequence[tuple[int, str, dict]], replace: bool = True,
+                    cursor: psycopg.Cursor | None = None) -> None:
     """(Re)index resources: replaces all index rows of these rids. ``replace=False`` skips the
-    delete for rids known to be new (bulk create)."""
+    delete for rids known to be new (bulk create). ``cursor``: the caller's cursor, reused."""
     if not items:
         return
     rows = extract_rows(items)
     if replace:
         remove_index(conn, [rid for rid, _t, _r in items])
-    write_rows(conn, rows)
+    write_rows(conn, rows, cursor)
 
 
 REINDEX_STATE = "all"

@@ -99,16 +99,23 @@ def _rewrite_references(node: object, mapping: dict[str, str]) -> object:
     return node
 
 
-def _conditional_references(node: object, found: set[str]) -> None:
-    if isinstance(node, dict):
+def _collect_references(node: object, found: set[str]) -> None:
+    """Every ``reference`` string in the resource (one walk serves both the conditional-reference
+    lookup and the decision whether the resource needs rewriting at all)."""
+    if type(node) is dict:
         for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and "?" in value and not value.startswith("#"):
+            if key == "reference" and type(value) is str:
                 found.add(value)
-            else:
-                _conditional_references(value, found)
-    elif isinstance(node, list):
+            elif type(value) is dict or type(value) is list:
+                _collect_references(value, found)
+    elif type(node) is list:
         for v in node:
-            _conditional_references(v, found)
+            if type(v) is dict or type(v) is list:
+                _collect_references(v, found)
+
+
+def _is_conditional(reference: str) -> bool:
+    return "?" in reference and not reference.startswith("#")
 
 
 def resolve_conditional_reference(conn: Connection, reference: str, access: Any = None) -> str:
@@ -188,15 +195,22 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
             else:
                 raise _entry_error(e, "conditional PATCH matched nothing", 404, "not-found")
         if e.full_url and e.res_id and e.method in ("POST", "PUT"):
-            mapping[e.full_url] = f"{e.res_type}/{e.res_id}"
-            if e.full_url.startswith(base + "/"):
-                mapping[e.full_url[len(base) + 1:]] = f"{e.res_type}/{e.res_id}"
+            target = f"{e.res_type}/{e.res_id}"
+            # A fullUrl equal to its target rewrites nothing: leave it out so that resources
+            # referring only to such entries need no rewriting copy.
+            if e.full_url != target:
+                mapping[e.full_url] = target
+            if e.full_url.startswith(base + "/") and e.full_url[len(base) + 1:] != target:
+                mapping[e.full_url[len(base) + 1:]] = target
 
     # 2. conditional references, resolved once each
+    references: dict[int, set[str]] = {}  # entry index -> reference strings in its resource
     conditional: set[str] = set()
     for e in entries:
         if e.resource is not None:
-            _conditional_references(e.resource, conditional)
+            found = references[e.index] = set()
+            _collect_references(e.resource, found)
+            conditional.update(r for r in found if _is_conditional(r))
     cache = conditional_reference_cache if conditional_reference_cache is not None else {}
     for ref in conditional:
         if ref not in cache:
@@ -245,7 +259,8 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
             _authorize_write(conn, access, e.res_type, e.res_id or "", patched, "patch")
             ops.append(WriteOp(e.res_type, e.res_id or "", patched, expected_version=expected))
         else:
-            resource = _rewrite_references(e.resource, mapping) if mapping else e.resource
+            needs_rewrite = mapping and not mapping.keys().isdisjoint(references.get(e.index, ()))
+            resource = _rewrite_references(e.resource, mapping) if needs_rewrite else e.resource
             assert isinstance(resource, dict)
             try:
                 if e.method == "PUT":

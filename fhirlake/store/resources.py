@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, text
 
 from fhirlake.fhir.outcome import FhirError
@@ -108,11 +109,12 @@ def read_current_many(conn: Connection, rids: Sequence[int]) -> dict[int, str]:
     return {rid: content for rid, content in rows}
 
 
-def stamp_meta(resource: dict, version: int, last_updated: datetime) -> dict:
-    """Return the resource with server-owned meta fields set; key order otherwise kept."""
+def stamp_meta(resource: dict, version: int, last_updated: datetime | str) -> dict:
+    """Return the resource with server-owned meta fields set; key order otherwise kept.
+    ``last_updated`` may come preformatted (one write stamps many resources with one instant)."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
-    meta["lastUpdated"] = format_instant(last_updated)
+    meta["lastUpdated"] = last_updated if isinstance(last_updated, str) else format_instant(last_updated)
     if "meta" in resource:
         out = dict(resource)
         out["meta"] = meta
@@ -150,6 +152,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     if not ops:
         return []
     now = _now_ms()
+    now_text = format_instant(now)
     by_type: dict[str, list[str]] = {}
     for op in ops:
         by_type.setdefault(op.res_type, []).append(op.res_id)
@@ -163,8 +166,10 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     # id: we then lock the row it made and treat the write as an update.
     missing = [op for op in ops if (op.res_type, op.res_id) not in existing and op.resource is not None]
     fresh: set[int] = set()  # rids created by this call: they have no index rows to replace
+    # One round trip for the change numbers of the new logical rows and of the versions.
+    all_seqs = _next_seqs(conn, len(missing) + len(ops))
     if missing:
-        seqs = _next_seqs(conn, len(missing))
+        seqs = all_seqs[:len(missing)]
         rows = conn.execute(
             text(
                 "INSERT INTO resource (res_type, res_id, version, seq, last_updated, deleted)"
@@ -187,7 +192,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
             for res_id, state in _lock_existing(conn, op.res_type, [op.res_id]).items():
                 existing[(op.res_type, res_id)] = state
 
-    seqs = _next_seqs(conn, len(ops))
+    seqs = all_seqs[len(missing):]
     results: list[StoredVersion] = []
     version_rows: list[dict] = []
     to_index: list[tuple[int, str, dict]] = []
@@ -217,7 +222,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
         else:
             new_version = version + 1
             method = "create" if not live and version == 0 else ("update" if live else "create")
-            stamped = stamp_meta(op.resource, new_version, now)
+            stamped = stamp_meta(op.resource, new_version, now_text)
             content = orjson.dumps(stamped).decode()
             to_index.append((rid, op.res_type, stamped))
         version_rows.append(
@@ -235,10 +240,14 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
         existing[(op.res_type, op.res_id)] = (rid, new_version, method == "delete")
         results.append(StoredVersion(rid, op.res_type, op.res_id, new_version, now, method, content))
 
-    if version_rows:
-        _insert_versions(conn, version_rows)
-    if index:
-        _update_indexes(conn, to_index, to_unindex, fresh)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    # One cursor for all COPYs of this write: creating a psycopg cursor copies its adapter map.
+    with raw.cursor() as cur:
+        if version_rows:
+            _insert_versions(conn, cur, version_rows)
+        if index:
+            _update_indexes(conn, cur, to_index, to_unindex, fresh)
     return results
 
 
@@ -246,11 +255,9 @@ def _next_seqs(conn: Connection, n: int) -> list[int]:
     return list(conn.execute(text("SELECT nextval('change_seq') FROM generate_series(1, :n)"), {"n": n}).scalars())
 
 
-def _insert_versions(conn: Connection, rows: list[dict]) -> None:
+def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) -> None:
     # COPY: the content text is large, and COPY moves it without per-value SQL escaping.
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur, cur.copy(
+    with cur.copy(
         "COPY resource_version (rid, version, res_type, res_id, seq, last_updated, method, content) FROM STDIN"
     ) as copy:
         for r in rows:
@@ -269,8 +276,8 @@ def _insert_versions(conn: Connection, rows: list[dict]) -> None:
     )
 
 
-def _update_indexes(conn: Connection, to_index: list[tuple[int, str, dict]], to_unindex: list[int],
-                    fresh: set[int]) -> None:
+def _update_indexes(conn: Connection, cur: psycopg.Cursor, to_index: list[tuple[int, str, dict]],
+                    to_unindex: list[int], fresh: set[int]) -> None:
     """Search index rows change in the same transaction as the resource (DESIGN.md: Storage)."""
     from fhirlake.search.index import index_resources, remove_index
 
@@ -279,6 +286,6 @@ def _update_indexes(conn: Connection, to_index: list[tuple[int, str, dict]], to_
     new = [item for item in to_index if item[0] in fresh]
     old = [item for item in to_index if item[0] not in fresh]
     if new:
-        index_resources(conn, new, replace=False)
+        index_resources(conn, new, replace=False, cursor=cur)
     if old:
-        index_resources(conn, old)
+        index_resources(conn, old, cursor=cur)

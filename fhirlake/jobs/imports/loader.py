@@ -17,7 +17,9 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -111,6 +113,8 @@ class Summary:
 class _Item:
     line: int
     op: WriteOp
+    # conditional references in the resource, found once while parsing (None: not looked for yet)
+    refs: set[str] | None = None
 
 
 class _BadLine(Exception):
@@ -133,10 +137,19 @@ class ImportRun:
         self._urns: dict[str, str] = {}  # urn:uuid fullUrl -> Type/id across all Bundles of the run
         self._errors_path = error_sink if isinstance(error_sink, Path) else None
         self._errors: IO[bytes] | None = error_sink if error_sink is not None and not isinstance(error_sink, Path) else None
+        # Batches are written on one helper thread while the next one is parsed and validated:
+        # the database works on the other core. At most one batch is in flight, in input order.
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._error_lock = threading.Lock()
 
     # ------------------------------------------------------------ errors
 
     def _error(self, source: str, line: int | None, message: str, code: str = "invalid") -> None:
+        with self._error_lock:
+            self._write_error(source, line, message, code)
+
+    def _write_error(self, source: str, line: int | None, message: str, code: str) -> None:
         self.summary.errors += 1
         where = f"{source}, line {line}" if line is not None else source
         outcome = {"resourceType": "OperationOutcome", "issue": [{
@@ -150,6 +163,15 @@ class ImportRun:
             self._errors.write(orjson.dumps(outcome) + b"\n")
 
     def close(self) -> None:
+        try:
+            self._drain()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+            self._close_errors()
+
+    def _close_errors(self) -> None:
         if self._errors is not None and self._errors_path is not None:
             self._errors.close()
 
@@ -173,7 +195,9 @@ class ImportRun:
                     else:
                         self._load_ndjson(source)
                 except (OSError, EOFError, ValueError) as exc:  # unreadable input (bad gzip, HTTP error)
+                    self._drain()
                     self._error(source.name, None, f"cannot read this input: {exc}", code="exception")
+                self._drain()  # per-input counts below must include its last batch
                 self.summary.inputs.append({
                     "input": source.name,
                     "loaded": self.summary.loaded - before[0],
@@ -203,7 +227,8 @@ class ImportRun:
                 if key in keys:  # the same resource twice in one batch: write the first batch now
                     self._flush(source.name, batch)
                     keys.clear()
-                batch.append(_Item(number, op))
+                # No '?' anywhere in the line: no conditional reference, no need to walk the resource.
+                batch.append(_Item(number, op, None if b"?" in line or b"\\u" in line else set()))
                 keys.add(key)
                 if len(batch) >= self.batch_size:
                     self._flush(source.name, batch)
@@ -247,10 +272,23 @@ class ImportRun:
     # ------------------------------------------------------------ writing
 
     def _flush(self, source: str, batch: list[_Item]) -> None:
+        """Hand the batch to the writer thread (after the previous batch is written)."""
         if not batch:
             return
         items = list(batch)
         batch.clear()
+        self._drain()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="fhirlake-import-writer")
+        self._pending = self._writer.submit(self._write_batch, source, items)
+
+    def _drain(self) -> None:
+        """Wait for the batch in flight; its exception, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _write_batch(self, source: str, items: list[_Item]) -> None:
         good = self._resolve_references(source, items)
         try:
             with self.engine.begin() as conn:
@@ -310,7 +348,10 @@ class ImportRun:
     def _resolve_references(self, source: str, items: list[_Item]) -> list[_Item]:
         wanted: set[str] = set()
         for item in items:
-            _conditional_refs(item.op.resource, wanted)
+            if item.refs is None:
+                item.refs = set()
+                _conditional_refs(item.op.resource, item.refs)
+            wanted |= item.refs
         missing = [r for r in wanted if r not in self._refs]
         failures: dict[str, str] = {}
         if missing:
@@ -325,8 +366,7 @@ class ImportRun:
                         conn.rollback()
         good = []
         for item in items:
-            refs: set[str] = set()
-            _conditional_refs(item.op.resource, refs)
+            refs = item.refs or set()
             bad = [r for r in refs if r in failures]
             if bad:
                 self._error(source, item.line, f"{item.op.res_type}/{item.op.res_id}: {failures[bad[0]]}", "not-found")
