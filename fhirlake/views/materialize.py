@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,7 @@ class GenerationBuilder:
         self.schema = schema
         self.dir: Path = lake.new_generation(name)
         self.parts: list[Part] = []
+        self._parts_lock = threading.Lock()  # carry_over may run on another thread than add()
         self._pending: list[pa.RecordBatch] = []
         self._pending_keys: list[pa.Array] = []
         self._pending_rows = 0
@@ -144,7 +146,8 @@ class GenerationBuilder:
             keys = keys.combine_chunks()
         write_keys(keys, self.dir / KEYS / key_file_name(file))
         part = Part(file, table.num_rows)
-        self.parts.append(part)
+        with self._parts_lock:
+            self.parts.append(part)
         return part
 
     # -------------------------------------------------------------- rows kept from the previous generation
@@ -161,12 +164,10 @@ class GenerationBuilder:
                 kept = list(pool.map(lambda part: self._carry_part(previous_dir, part, removed_keys), live))
         else:
             kept = [self._carry_part(previous_dir, part, removed_keys) for part in live]
-        dropped = 0
-        for new_part, hits in kept:
-            dropped += hits
-            if new_part is not None:
-                self.parts.append(new_part)
-        return dropped
+        carried = [new_part for new_part, _ in kept if new_part is not None]
+        with self._parts_lock:
+            self.parts[0:0] = carried  # old rows first, as a full rebuild would order them
+        return sum(hits for _, hits in kept)
 
     def _carry_part(self, previous_dir: Path, part: Part, removed_keys: pa.Array) -> tuple[Part | None, int]:
         key_name = key_file_name(part.file)

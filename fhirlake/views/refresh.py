@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +95,7 @@ def refresh_views(engine: Engine, lake_dir: Path, names: Iterable[str] | None = 
             fulls = [p for p in type_plans if p.full]
             if fulls:
                 results += _full(lake, snap, res_type, fulls, deidentify, lambda n, t=res_type: report(n, total, t))
-            changes: dict[str, Changes] = {}  # views of one type with one watermark share one read
-            for plan in type_plans:
-                if not plan.full:
-                    since = plan.previous.watermark  # type: ignore[union-attr]
-                    if since not in changes:
-                        changes[since] = snap.changes(res_type, since)
-                    results.append(_incremental(lake, snap, plan, changes[since], deidentify))
+        results += _incremental_all(lake, snap, [p for p in plans if not p.full], deidentify)
     _record_state(engine, results, {p.name: p.hash for p in plans})
     return results
 
@@ -144,31 +139,70 @@ def _full(lake: ViewLake, snap: Snapshot, res_type: str, plans: list[_Plan], dei
         raise
 
 
-def _incremental(lake: ViewLake, snap: Snapshot, plan: _Plan, changes: Changes,
-                 deidentify: Deidentify | None) -> RefreshResult:
+def _incremental_all(lake: ViewLake, snap: Snapshot, plans: list[_Plan],
+                     deidentify: Deidentify | None) -> list[RefreshResult]:
+    """Upsert the changes since each view's watermark into a new generation of it.
+
+    The changes of all types with one watermark are read in one query. Rewriting the previous
+    parts (pyarrow, outside the GIL) runs on a helper thread while this one evaluates the changed
+    resources (Python), so the two overlap on two cores.
+    """
     started = time.perf_counter()
+    changes: dict[tuple[str, str], Changes] = {}
+    by_since: dict[str, set[str]] = {}
+    for plan in plans:
+        by_since.setdefault(plan.previous.watermark, set()).add(plan.keyed.resource_type)  # type: ignore[union-attr, arg-type]
+    for since, types in by_since.items():
+        for res_type, found in snap.changes_of_types(sorted(types), since).items():
+            changes[(res_type, since)] = found
+    results: list[RefreshResult] = []
+    pending: list[tuple[_Plan, Changes, GenerationBuilder, Future[int]]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-rewrite") as rewriter:
+        try:
+            for plan in plans:
+                previous = plan.previous
+                assert previous is not None and previous.watermark is not None
+                changed = changes[(plan.keyed.resource_type, previous.watermark)]
+                if not changed.removed:
+                    results.append(_unchanged(lake, snap, plan, started))
+                    continue
+                builder = GenerationBuilder(lake, plan.name, plan.keyed.schema)
+                previous_dir = lake.current_dir(plan.name)
+                assert previous_dir is not None
+                removed = pa.array(changed.removed, pa.string())
+                carried = rewriter.submit(builder.carry_over, previous_dir, previous.parts, removed)
+                pending.append((plan, changed, builder, carried))
+            for plan, changed, builder, _carried in pending:
+                for keys, batch in _evaluate(plan.keyed, changed.live, deidentify) if changed.live else ():
+                    builder.add(keys, batch)
+            for plan, changed, builder, carried in pending:
+                removed_rows = carried.result()
+                builder.compact_if_fragmented()
+                meta = builder.publish(_meta(lake, plan, snap.watermark, "incremental"))
+                results.append(RefreshResult(plan.name, lake.zone, "incremental", meta.row_count, len(changed.live),
+                                             removed_rows, snap.watermark, time.perf_counter() - started))
+        except BaseException:
+            for plan, _changed, builder, carried in pending:
+                carried.cancel()
+                wait([carried])  # the builder's folder is removed only once nothing writes into it
+                if builder.dir.exists() and not _is_published(lake, plan.name, builder):
+                    builder.abort()
+            raise
+    return results
+
+
+def _is_published(lake: ViewLake, name: str, builder: GenerationBuilder) -> bool:
+    current = lake.current_dir(name)
+    return current is not None and current.name == builder.dir.name
+
+
+def _unchanged(lake: ViewLake, snap: Snapshot, plan: _Plan, started: float) -> RefreshResult:
     previous = plan.previous
-    assert previous is not None and previous.watermark is not None
-    if not changes.removed:
-        previous.watermark = snap.watermark
-        previous.refreshed_at = now_iso()
-        lake.rewrite_metadata(plan.name, previous)
-        return RefreshResult(plan.name, lake.zone, "unchanged", previous.row_count, 0, 0, snap.watermark,
-                             time.perf_counter() - started)
-    builder = GenerationBuilder(lake, plan.name, plan.keyed.schema)
-    try:
-        previous_dir = lake.current_dir(plan.name)
-        assert previous_dir is not None
-        removed = builder.carry_over(previous_dir, previous.parts, pa.array(changes.removed, pa.string()))
-        if changes.live:
-            for keys, batch in _evaluate(plan.keyed, changes.live, deidentify):
-                builder.add(keys, batch)
-        builder.compact_if_fragmented()
-        meta = builder.publish(_meta(lake, plan, snap.watermark, "incremental"))
-    except BaseException:
-        builder.abort()
-        raise
-    return RefreshResult(plan.name, lake.zone, "incremental", meta.row_count, len(changes.live), removed, snap.watermark,
+    assert previous is not None
+    previous.watermark = snap.watermark
+    previous.refreshed_at = now_iso()
+    lake.rewrite_metadata(plan.name, previous)
+    return RefreshResult(plan.name, lake.zone, "unchanged", previous.row_count, 0, 0, snap.watermark,
                          time.perf_counter() - started)
 
 

@@ -33,12 +33,12 @@ _CURRENT_OF_TYPE = (
     "SELECT v.content FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
     " WHERE r.res_type = %s AND NOT r.deleted"
 )
-# The current state (content, or NULL once deleted) of every resource of a type that a
-# transaction in [lo, hi) changed.
-_CHANGED_OF_TYPE = (
-    "SELECT r.res_id, CASE WHEN r.deleted THEN NULL ELSE v.content END"
+# The current state (content, or NULL once deleted) of every resource of the given types that a
+# transaction invisible to the previous snapshot changed (one query for all the types of a run).
+_CHANGED_OF_TYPES = (
+    "SELECT r.res_type, r.res_id, CASE WHEN r.deleted THEN NULL ELSE v.content END"
     " FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
-    " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = %s"
+    " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = ANY(%s)"
     " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot))"
 )
 
@@ -88,16 +88,20 @@ class Snapshot:
 
     def changes(self, res_type: str, since: str) -> Changes:
         """What changed for ``res_type`` between watermark ``since`` (a snapshot) and this snapshot."""
-        removed: list[str] = []
-        live: list[bytes] = []
+        return self.changes_of_types([res_type], since)[res_type]
+
+    def changes_of_types(self, res_types: list[str], since: str) -> dict[str, Changes]:
+        """``changes`` for several types at once: one query, one round trip per fetch."""
+        found = {t: Changes([], []) for t in res_types}
         with self.conn.cursor(name=f"fl_chg_{uuid.uuid4().hex[:8]}") as cursor:
             cursor.itersize = FETCH_ROWS
-            cursor.execute(_CHANGED_OF_TYPE, (res_type, since, since))
-            for res_id, content in cursor:
-                removed.append(res_id)
+            cursor.execute(_CHANGED_OF_TYPES, (list(res_types), since, since))
+            for res_type, res_id, content in cursor:
+                changes = found[res_type]
+                changes.removed.append(res_id)
                 if content is not None:
-                    live.append(content.encode())
-        return Changes(removed, live)
+                    changes.live.append(content.encode())
+        return found
 
 
 _DONE = object()
@@ -153,13 +157,13 @@ def view_locks(engine: Engine, keys: list[int]) -> Iterator[psycopg.Connection]:
         conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
         conn.rollback()
         conn.autocommit = True
-        for key in sorted(set(keys)):  # a fixed order: two refreshes never deadlock
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        ordered = sorted(set(keys))  # a fixed order: two refreshes never deadlock
+        # One statement (not a round trip per view); unnest yields the keys in array order.
+        conn.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS t(k)", (ordered,))
         try:
             yield conn
         finally:
-            for key in sorted(set(keys)):
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            conn.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS t(k)", (ordered,))
             conn.autocommit = False
     finally:
         raw.close()
