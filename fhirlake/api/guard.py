@@ -179,9 +179,8 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
             if pending is None:  # a write refused before its transaction, or no phase 1
                 writer.record(_audit_record(status, desc))
             else:  # phase 2: the access must be durable before it is answered; the outcome need not
-                pending.wait()
                 ids = _resource_ids()
-                writer.complete(pending, status, desc, ids if ids != pending.record.resource_ids else None)
+                writer.finish(pending, status, desc, ids if ids != pending.record.resource_ids else None)
         except Exception:  # noqa: BLE001 - an access that cannot be audited must not be answered
             from fhirlake.api.errors import outcome_response
 

@@ -7,9 +7,13 @@ while its previous commit was in flight and writes it at once:
   concurrent requests share one round trip and one WAL flush instead of paying N. A request submits
   its record when it starts and waits for it (``PendingAudit.wait``) only before answering, so the
   flush overlaps the request's own work.
-- outcomes (``complete``): the HTTP status of an access already durable, one multi-row UPDATE with
-  ``synchronous_commit = off``; nobody waits for it. A crash can lose an outcome (the row then says
-  "outcome unknown"), never an access.
+- outcomes (``finish``): when the request ends while its record still waits in the queue (the
+  writer was busy committing earlier ones), the outcome is simply written into that record: one
+  INSERT, no update. Otherwise the request waits for its record and the outcome follows as an
+  UPDATE that nobody waits for: it rides along with the next INSERT (same statement, same commit),
+  or, when no access comes within ``OUTCOME_DELAY`` seconds, goes alone with
+  ``synchronous_commit = off``. A crash can lose an outcome (the row then says "outcome unknown"),
+  never an access.
 
 ``record`` is submit-and-wait of a finished record; ``record_in`` and ``complete_in`` write inside
 the caller's transaction (audited writes commit with the change).
@@ -21,8 +25,9 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, update
@@ -35,9 +40,18 @@ log = logging.getLogger(__name__)
 _COLUMNS = ("recorded", "client_id", "user_id", "patient_id", "action", "interaction", "resource_type",
             "resource_ids", "query_params", "source_ip", "outcome", "outcome_desc")
 _TYPES = {"recorded": "timestamptz", "outcome": "int4"}
-# ORDER BY ord makes PostgreSQL draw the identity values in input order, so the returned ids, sorted,
-# line up with the records (the sort happens below the projection that calls nextval).
-_INSERT = (
+# Small batches (the common case) as multi-row VALUES, one statement text per size (prepared once
+# by psycopg); large ones as arrays, whose per-row cost is lower but whose fixed cost is not.
+# Either way PostgreSQL draws the identity values in input order (VALUES rows in list order; the
+# arrays sorted by ORDER BY ord below the projection that calls nextval), so the returned ids,
+# sorted, line up with the records.
+_SMALL_BATCH = 8
+_VALUES_ROW = "(" + ", ".join(f"%s::{_TYPES.get(c, 'text')}" for c in _COLUMNS) + ")"
+_INSERT_VALUES = {
+    n: f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES {', '.join([_VALUES_ROW] * n)} RETURNING id"
+    for n in range(1, _SMALL_BATCH + 1)
+}
+_INSERT_ARRAYS = (
     f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM unnest("
     + ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
     + f") WITH ORDINALITY AS u({', '.join(_COLUMNS)}, ord) ORDER BY ord RETURNING id"
@@ -48,6 +62,13 @@ _UPDATE = (
     " FROM unnest(%s::int8[], %s::int4[], %s::text[], %s::text[]) AS u(id, outcome, outcome_desc, resource_ids)"
     " WHERE a.id = u.id"
 )
+# Least time between the starts of two commits of access records. Every commit costs a WAL flush
+# (CPU in PostgreSQL and the kernel, not only waiting): spacing them lets records gather into larger
+# batches. Requests do not feel it: they submit their record when they start and wait for it only
+# when they are done, by which time the commit has usually happened.
+COMMIT_INTERVAL = 0.002
+# How long an outcome may wait for an INSERT to ride along with before it is written alone.
+OUTCOME_DELAY = 0.1
 
 
 class AuditError(RuntimeError):
@@ -57,12 +78,13 @@ class AuditError(RuntimeError):
 class PendingAudit:
     """A queued record; ``wait`` returns once it is committed (or raises AuditError)."""
 
-    __slots__ = ("record", "audit_id", "completed", "_done", "_error")
+    __slots__ = ("record", "audit_id", "completed", "taken", "_done", "_error")
 
     def __init__(self, record: AuditRecord) -> None:
         self.record = record
         self.audit_id: int | None = None  # the row's id, once committed
-        self.completed = False  # its outcome was handed over (complete / complete_in)
+        self.completed = False  # its outcome was handed over (finish / complete / complete_in)
+        self.taken = False  # the writer has taken the record into a batch: it can no longer change
         self._done = threading.Event()
         self._error: BaseException | None = None
 
@@ -108,6 +130,11 @@ def _columns(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return [[row[c] for row in rows] for c in _COLUMNS]
 
 
+def _outcome_params(items: list[_Outcome]) -> list[list[Any]]:
+    return [[o.audit_id for o in items], [o.status for o in items], [o.desc for o in items],
+            [o.resource_ids for o in items]]
+
+
 class AuditWriter:
     """Group-commit audit writer (see the module docstring).
 
@@ -117,11 +144,14 @@ class AuditWriter:
     (3 x wal_writer_delay). The default, fully durable, is what the server uses.
     """
 
-    def __init__(self, engine: Engine, max_batch: int = 1000, synchronous: bool = True) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 1000, synchronous: bool = True,
+                 commit_interval: float = COMMIT_INTERVAL) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.synchronous = synchronous
+        self.commit_interval = commit_interval
         self._lock = threading.Lock()
+        self._claim = threading.Lock()  # between the writer taking records and ``finish`` amending them
         self._queue: queue.SimpleQueue[PendingAudit | _Outcome | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -144,6 +174,24 @@ class AuditWriter:
     def record(self, record: AuditRecord, timeout: float | None = 30.0) -> int:
         """Persist ``record``; returns its id once committed, raises AuditError otherwise."""
         return self.submit(record).wait(timeout)
+
+    def finish(self, pending: PendingAudit, status: int, desc: str | None = None,
+               resource_ids: Sequence[str] | None = None, timeout: float | None = 30.0) -> int:
+        """Phase 2: returns the row's id once the access is durable (AuditError otherwise).
+
+        The outcome goes into the record itself when the writer has not taken it yet (it then
+        commits with the access), else into an asynchronous update queued after the wait.
+        """
+        with self._claim:
+            if not pending.taken and not pending.completed:
+                changes: dict[str, object] = {"outcome": int(status), "outcome_desc": desc}
+                if resource_ids is not None:
+                    changes["resource_ids"] = tuple(resource_ids)
+                pending.record = replace(pending.record, **changes)
+                pending.completed = True
+        audit_id = pending.wait(timeout)
+        self.complete(pending, status, desc, resource_ids)
+        return audit_id
 
     def complete(self, pending: PendingAudit, status: int, desc: str | None = None,
                  resource_ids: Sequence[str] | None = None) -> None:
@@ -187,27 +235,41 @@ class AuditWriter:
 
     def _loop(self) -> None:
         work = self._queue
+        outcomes: list[_Outcome] = []  # waiting to ride along with the next INSERT
+        deadline = last_commit = 0.0
         while True:
-            first = work.get()
-            if first is None:
-                return
+            try:
+                first = work.get(timeout=max(0.0, deadline - time.monotonic()) if outcomes else None)
+            except queue.Empty:  # no access came in time: write the outcomes alone
+                self._commit_outcomes(outcomes)
+                outcomes = []
+                continue
+            pause = last_commit + self.commit_interval - time.monotonic()
+            if pause > 0 and first is not None:  # let more records join this commit
+                time.sleep(pause)
             batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
+            while first is not None and len(batch) < self.max_batch:
                 try:
-                    item = work.get_nowait()
+                    batch.append(work.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    stop = True
+                if batch[-1] is None:
                     break
-                batch.append(item)
+            stop = batch[-1] is None
             accesses = [p for p in batch if isinstance(p, PendingAudit)]
-            outcomes = [o for o in batch if isinstance(o, _Outcome)]
-            if accesses:  # first: requests are waiting for these
-                self._commit(accesses)
-            if outcomes:
+            if not outcomes:
+                deadline = time.monotonic() + OUTCOME_DELAY
+            outcomes += [o for o in batch if isinstance(o, _Outcome)]
+            if accesses:  # requests are waiting for these
+                with self._claim:  # from here on ``finish`` leaves the records alone
+                    for pending in accesses:
+                        pending.taken = True
+                last_commit = time.monotonic()
+                if self._commit(accesses, outcomes):
+                    outcomes = []
+            if outcomes and (stop or len(outcomes) >= self.max_batch):
                 self._commit_outcomes(outcomes)
+                outcomes = []
             if stop:
                 return
 
@@ -229,11 +291,18 @@ class AuditWriter:
                 pass
         return None
 
-    def _insert(self, records: list[AuditRecord]) -> list[int]:
+    def _insert(self, records: list[AuditRecord], outcomes: list[_Outcome] | None = None) -> list[int]:
+        rows = [r.row() for r in records]
+        if len(rows) <= _SMALL_BATCH:
+            sql, params = _INSERT_VALUES[len(rows)], [row[c] for row in rows for c in _COLUMNS]
+        else:
+            sql, params = _INSERT_ARRAYS, _columns(rows)
+        if outcomes:  # the pending outcomes ride along: one round trip, one commit
+            sql, params = f"WITH outcome AS ({_UPDATE}) {sql}", _outcome_params(outcomes) + params
         try:
             if self._durable is None or self._durable.closed:
                 self._durable = self._connect(self.synchronous)
-            ids = [row[0] for row in self._durable.execute(_INSERT, _columns([r.row() for r in records]))]
+            ids = [row[0] for row in self._durable.execute(sql, params)]
         except Exception:
             self._durable = self._drop(self._durable)  # start the next attempt on a fresh connection
             raise
@@ -241,9 +310,10 @@ class AuditWriter:
             raise AuditError(f"{len(ids)} audit ids returned for {len(records)} records")
         return sorted(ids)
 
-    def _commit(self, batch: list[PendingAudit]) -> None:
+    def _commit(self, batch: list[PendingAudit], outcomes: list[_Outcome]) -> bool:
+        """Insert the batch's records, with ``outcomes`` when there are some; True if those went too."""
         try:
-            ids = self._insert([p.record for p in batch])
+            ids = self._insert([p.record for p in batch], outcomes)
         except Exception:  # noqa: BLE001 - one bad record must not sink the others: retry one by one
             for pending in batch:
                 try:
@@ -255,16 +325,19 @@ class AuditWriter:
                     self.batches += 1
                     self.records += 1
                     pending._finish(audit_id)
-            return
+            return False
         self.batches += 1
         self.records += len(batch)
+        if outcomes:
+            self.outcome_batches += 1
+            self.outcomes += len(outcomes)
         for pending, audit_id in zip(batch, ids, strict=True):
             pending._finish(audit_id)
+        return True
 
     def _commit_outcomes(self, outcomes: Iterable[_Outcome]) -> None:
         items = list(outcomes)
-        params = [[o.audit_id for o in items], [o.status for o in items], [o.desc for o in items],
-                  [o.resource_ids for o in items]]
+        params = _outcome_params(items)
         for attempt in (1, 2):
             try:
                 if self._relaxed is None or self._relaxed.closed:
