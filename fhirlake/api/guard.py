@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -191,4 +192,7 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
 
 def _reason(response: Response) -> str:
     """The HTTP reason phrase ("Not Found"): says what happened without echoing any content."""
-    return response.status.partition(" ")[2]
+    try:
+        return HTTPStatus(response.status_code).phrase
+    except ValueError:
+        return response.status.partition(" ")[2]
