@@ -25,9 +25,11 @@ from sqlalchemy import Engine, text
 from .catalog import definition_hash, select_views
 from .lake import LAYOUT, ViewLake, ViewMetadata, now_iso
 from .materialize import Deidentify, GenerationBuilder, KeyedView
-from .store_source import Changes, Snapshot, lock_key, snapshot, view_locks
+from .store_source import Snapshot, lock_key, snapshot, view_locks
 
 log = logging.getLogger("fhirlake.views.refresh")
+
+REWRITE_THREADS = 2  # part rewrites of an incremental refresh running beside the evaluation
 
 # progress(resources_done_since_last_call, total_resources_of_this_run, what)
 ProgressFn = Callable[[int, int, str], None]
@@ -143,46 +145,49 @@ def _incremental_all(lake: ViewLake, snap: Snapshot, plans: list[_Plan],
                      deidentify: Deidentify | None) -> list[RefreshResult]:
     """Upsert the changes since each view's watermark into a new generation of it.
 
-    The changes of all types with one watermark are read in one query. Rewriting the previous
-    parts (pyarrow, outside the GIL) runs on a helper thread while this one evaluates the changed
-    resources (Python), so the two overlap on two cores.
+    Per watermark (usually one for all views), the keys of the changed resources are read first
+    (one small query); rewriting the previous parts without the old rows of those keys starts at
+    once on ``REWRITE_THREADS`` helper threads (pyarrow, outside the GIL), largest view first, while
+    this thread reads the changed contents (one query) and evaluates them (Python).
     """
     started = time.perf_counter()
-    changes: dict[tuple[str, str], Changes] = {}
-    by_since: dict[str, set[str]] = {}
-    for plan in plans:
-        by_since.setdefault(plan.previous.watermark, set()).add(plan.keyed.resource_type)  # type: ignore[union-attr, arg-type]
-    for since, types in by_since.items():
-        for res_type, found in snap.changes_of_types(sorted(types), since).items():
-            changes[(res_type, since)] = found
     results: list[RefreshResult] = []
-    pending: list[tuple[_Plan, Changes, GenerationBuilder, Future[int]]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-rewrite") as rewriter:
+    rewrites: list[tuple[_Plan, GenerationBuilder, Future[int]]] = []  # in the order they were started
+    evaluated: dict[str, int] = {}
+    by_since: dict[str, list[_Plan]] = {}
+    for plan in plans:
+        by_since.setdefault(plan.previous.watermark, []).append(plan)  # type: ignore[union-attr, arg-type]
+    with ThreadPoolExecutor(max_workers=REWRITE_THREADS, thread_name_prefix="view-rewrite") as rewriter:
         try:
-            for plan in plans:
-                previous = plan.previous
-                assert previous is not None and previous.watermark is not None
-                changed = changes[(plan.keyed.resource_type, previous.watermark)]
-                if not changed.removed:
-                    results.append(_unchanged(lake, snap, plan, started))
-                    continue
-                builder = GenerationBuilder(lake, plan.name, plan.keyed.schema)
-                previous_dir = lake.current_dir(plan.name)
-                assert previous_dir is not None
-                removed = pa.array(changed.removed, pa.string())
-                carried = rewriter.submit(builder.carry_over, previous_dir, previous.parts, removed)
-                pending.append((plan, changed, builder, carried))
-            for plan, changed, builder, _carried in pending:
-                for keys, batch in _evaluate(plan.keyed, changed.live, deidentify) if changed.live else ():
-                    builder.add(keys, batch)
-            for plan, changed, builder, carried in pending:
+            for since, group in by_since.items():
+                keys = snap.changed_keys(sorted({p.keyed.resource_type for p in group}), since)
+                started_here = []
+                for plan in sorted(group, key=lambda p: -p.previous.row_count):  # type: ignore[union-attr]
+                    removed = keys.removed[plan.keyed.resource_type]
+                    if not removed:
+                        results.append(_unchanged(lake, snap, plan, started))
+                        continue
+                    builder = GenerationBuilder(lake, plan.name, plan.keyed.schema)
+                    previous_dir = lake.current_dir(plan.name)
+                    assert previous_dir is not None and plan.previous is not None
+                    carried = rewriter.submit(builder.carry_over, previous_dir, plan.previous.parts,
+                                              pa.array(removed, pa.string()))
+                    started_here.append((plan, builder))
+                    rewrites.append((plan, builder, carried))
+                lines = snap.live_contents(keys)
+                for plan, builder in started_here:
+                    live = lines[plan.keyed.resource_type]
+                    for batch_keys, batch in _evaluate(plan.keyed, live, deidentify) if live else ():
+                        builder.add(batch_keys, batch)
+                    evaluated[plan.name] = len(live)
+            for plan, builder, carried in rewrites:
                 removed_rows = carried.result()
                 builder.compact_if_fragmented()
                 meta = builder.publish(_meta(lake, plan, snap.watermark, "incremental"))
-                results.append(RefreshResult(plan.name, lake.zone, "incremental", meta.row_count, len(changed.live),
+                results.append(RefreshResult(plan.name, lake.zone, "incremental", meta.row_count, evaluated[plan.name],
                                              removed_rows, snap.watermark, time.perf_counter() - started))
         except BaseException:
-            for plan, _changed, builder, carried in pending:
+            for plan, builder, carried in rewrites:
                 carried.cancel()
                 wait([carried])  # the builder's folder is removed only once nothing writes into it
                 if builder.dir.exists() and not _is_published(lake, plan.name, builder):

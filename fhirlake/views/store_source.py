@@ -41,6 +41,16 @@ _CHANGED_OF_TYPES = (
     " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = ANY(%s)"
     " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot))"
 )
+# The same set, keys only (small rows, fast): lets part rewrites start before contents arrive.
+_CHANGED_KEYS_OF_TYPES = (
+    "SELECT r.res_type, r.res_id, r.rid, r.deleted FROM resource r"
+    " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = ANY(%s)"
+    " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot))"
+)
+_CONTENT_OF_RIDS = (
+    "SELECT r.res_type, v.content FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+    " WHERE r.rid = ANY(%s) AND NOT r.deleted"
+)
 
 
 def lock_key(zone: str, name: str) -> int:
@@ -102,6 +112,35 @@ class Snapshot:
                 if content is not None:
                     changes.live.append(content.encode())
         return found
+
+
+    def changed_keys(self, res_types: list[str], since: str) -> ChangedKeys:
+        """The keys of what changed since ``since`` (first half of ``changes_of_types``)."""
+        found = ChangedKeys({t: [] for t in res_types}, [])
+        with self.conn.cursor() as cursor:
+            for res_type, res_id, rid, deleted in cursor.execute(_CHANGED_KEYS_OF_TYPES, (list(res_types), since, since)):
+                found.removed[res_type].append(res_id)
+                if not deleted:
+                    found.live_rids.append(rid)
+        return found
+
+    def live_contents(self, keys: ChangedKeys) -> dict[str, list[bytes]]:
+        """The current content of the changed resources that still exist, by type (second half)."""
+        lines: dict[str, list[bytes]] = {t: [] for t in keys.removed}
+        if not keys.live_rids:
+            return lines
+        with self.conn.cursor(name=f"fl_chg_{uuid.uuid4().hex[:8]}") as cursor:
+            cursor.itersize = FETCH_ROWS
+            cursor.execute(_CONTENT_OF_RIDS, (sorted(keys.live_rids),))
+            for res_type, content in cursor:
+                lines[res_type].append(content.encode())
+        return lines
+
+
+@dataclass
+class ChangedKeys:
+    removed: dict[str, list[str]]  # by type: keys of every changed resource (their old rows go)
+    live_rids: list[int]  # store row ids of the changed resources that still exist
 
 
 _DONE = object()
