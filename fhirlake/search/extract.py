@@ -59,13 +59,23 @@ def _children_options(parent: str, name: str) -> tuple[tuple[str, str, str, bool
     return ((name, code, structure.next_parent(element, code), element.is_array),)
 
 
-def _child_step(name: str) -> Step:
+def _child_step(name: str, only_type: str | None = None) -> Step:
+    """Children called ``name``; with ``only_type``, only those of that type (a choice element
+    followed by ``as``/``ofType``: one key looked up instead of every ``name[x]`` variant)."""
+    options_of: dict[str, tuple[tuple[str, str, str, bool], ...]] = {}  # parent -> options, per step
+
     def step(items: list[Item]) -> list[Item]:
         out: list[Item] = []
         for node, _code, parent in items:
             if type(node) is not dict:
                 continue
-            for key, code, next_parent, _is_array in _children_options(parent, name):
+            options = options_of.get(parent)
+            if options is None:
+                options = _children_options(parent, name)
+                if only_type is not None:
+                    options = tuple(o for o in options if _type_matches(o[1], only_type))
+                options_of[parent] = options
+            for key, code, next_parent, _is_array in options:
                 value = node.get(key)
                 if value is None:
                     continue
@@ -87,7 +97,22 @@ def _as_step(type_name: str) -> Step:
     def step(items: list[Item]) -> list[Item]:
         return [it for it in items if _type_matches(it[1], type_name)]
 
+    step.as_type = type_name  # type: ignore[attr-defined]  # lets _chain fuse it into a child step
     return step
+
+
+def _fuse(steps: list[Step]) -> list[Step]:
+    """child(name) followed by as(T) -> child(name, only T): same items, fewer lookups."""
+    out: list[Step] = []
+    for s in steps:
+        as_type = getattr(s, "as_type", None)
+        child = getattr(out[-1], "child_name", None) if out else None
+        if as_type is not None and child is not None and getattr(out[-1], "only_type", None) is None:
+            out[-1] = _child_step(child, as_type)
+            out[-1].only_type = as_type  # type: ignore[attr-defined]
+        else:
+            out.append(s)
+    return out
 
 
 def reference_type(reference: str) -> str | None:
@@ -240,6 +265,7 @@ def _chain(steps: list[Any], root_type: str) -> Step:
         if isinstance(s, _RootMark):
             raise Unsupported("nested root")
         rest.append(s)
+    rest = _fuse(rest)
 
     def run(items: list[Item]) -> list[Item]:
         for s in rest:
@@ -297,6 +323,22 @@ def top_level_keys(expression: str, root_type: str) -> frozenset[str] | None:
 
 
 _DECEASED = re.compile(r"^(\w+)\.(\w+)\.exists\(\) and \1\.\2 != false$")
+
+
+def compile_triples(expression: str, res_type: str) -> Callable[[dict], list[Item]] | None:
+    """Like compile_extractor, but yields (value, type code, parent) items without repacking them;
+    None when the expression needs compile_extractor's special cases or fallback."""
+    if _DECEASED.match(expression.strip()):
+        return None
+    try:
+        run = compile_items(expression, res_type)
+    except Unsupported:
+        return None
+
+    def triples(resource: dict) -> list[Item]:
+        return run([(resource, res_type, res_type)])
+
+    return triples
 
 
 def compile_extractor(expression: str, res_type: str) -> Extractor:

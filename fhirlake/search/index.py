@@ -15,7 +15,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from fhirlake.search import rows as R
-from fhirlake.search.extract import compile_extractor, compile_items, top_level_keys
+from fhirlake.search.extract import compile_extractor, compile_items, compile_triples, top_level_keys
 from fhirlake.search.registry import RESOURCE_COLUMN_PARAMS, SearchParam, registry
 
 Indexer = Callable[[R.Rows, int, dict], None]
@@ -59,6 +59,13 @@ def _simple_indexer(param: SearchParam) -> Indexer | None:
     writer = _value_writer(param.type, param, param.pid)
     if writer is None:
         return None
+    triples = compile_triples(param.expression, param.res_type)
+    if triples is not None:  # the common case: no repacking of (value, code) pairs
+        def index_items(rows: R.Rows, rid: int, resource: dict) -> None:
+            for value, code, _parent in triples(resource):
+                writer(rows, rid, 0, value, code)
+
+        return index_items
     extract = compile_extractor(param.expression, param.res_type)
 
     def index(rows: R.Rows, rid: int, resource: dict) -> None:

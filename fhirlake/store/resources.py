@@ -143,6 +143,20 @@ def _lock_existing(conn: Connection, res_type: str, ids: list[str]) -> dict[str,
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
+def _lock_existing_many(conn: Connection, types: list[str], ids: list[str]) -> dict[tuple[str, str], tuple[int, int, bool]]:
+    """Lock the logical rows of many (type, id) pairs in one round trip (rid order, as
+    _lock_existing: concurrent writers lock in the same order)."""
+    rows = conn.execute(
+        text(
+            "SELECT r.res_type, r.res_id, r.rid, r.version, r.deleted FROM resource r"
+            " JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS u(t, i)"
+            " ON r.res_type = u.t AND r.res_id = u.i ORDER BY r.rid FOR UPDATE OF r"
+        ),
+        {"types": types, "ids": ids},
+    )
+    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+
 def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = True) -> list[StoredVersion]:
     """Apply ``ops`` in order inside the caller's transaction and return the new versions.
 
@@ -153,14 +167,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
         return []
     now = _now_ms()
     now_text = format_instant(now)
-    by_type: dict[str, list[str]] = {}
-    for op in ops:
-        by_type.setdefault(op.res_type, []).append(op.res_id)
-
-    existing: dict[tuple[str, str], tuple[int, int, bool]] = {}
-    for res_type, ids in by_type.items():
-        for res_id, state in _lock_existing(conn, res_type, ids).items():
-            existing[(res_type, res_id)] = state
+    existing = _lock_existing_many(conn, [op.res_type for op in ops], [op.res_id for op in ops])
 
     # Create logical rows for new resources. ON CONFLICT covers a concurrent creator of the same
     # id: we then lock the row it made and treat the write as an update.

@@ -318,21 +318,19 @@ class ImportRun:
 
     def _changed(self, conn, items: list[_Item]) -> list[_Item]:  # noqa: ANN001
         """Drop resources whose stored current version already has this exact content."""
-        by_type: dict[str, list[str]] = {}
-        for item in items:
-            by_type.setdefault(item.op.res_type, []).append(item.op.res_id)
-        current: dict[tuple[str, str], tuple[int, object, str]] = {}
-        for res_type, ids in by_type.items():
-            rows = conn.execute(
-                text(
-                    "SELECT r.res_id, r.version, r.last_updated, v.content FROM resource r JOIN resource_version v"
-                    " ON v.rid = r.rid AND v.version = r.version WHERE r.res_type = :t AND r.res_id = ANY(:ids)"
-                    " AND NOT r.deleted"
-                ),
-                {"t": res_type, "ids": ids},
-            )
-            for res_id, version, updated, content in rows:
-                current[(res_type, res_id)] = (version, updated, content)
+        # One round trip for the whole batch, whatever its types.
+        rows = conn.execute(
+            text(
+                "SELECT r.res_type, r.res_id, r.version, r.last_updated, v.content FROM resource r"
+                " JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS u(t, i)"
+                " ON r.res_type = u.t AND r.res_id = u.i"
+                " JOIN resource_version v ON v.rid = r.rid AND v.version = r.version WHERE NOT r.deleted"
+            ),
+            {"types": [item.op.res_type for item in items], "ids": [item.op.res_id for item in items]},
+        )
+        current: dict[tuple[str, str], tuple[int, object, str]] = {
+            (res_type, res_id): (version, updated, content) for res_type, res_id, version, updated, content in rows
+        }
         out = []
         for item in items:
             found = current.get((item.op.res_type, item.op.res_id))
