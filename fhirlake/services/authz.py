@@ -49,6 +49,8 @@ def visible(conn: Connection, access: Any, res_type: str, res_id: str, interacti
         raise forbidden(exc.description) from exc
     if constraint is None:
         return True
+    if constraint.patient_id is None and res_type not in constraint.filters:
+        return True  # nothing restricts this type: no query needed (the common system/user case)
     return bool(find_matches(conn, res_type, f"_id={res_id}", access=constraint))
 
 
