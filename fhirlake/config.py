@@ -27,6 +27,13 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = (os.environ.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise SystemExit(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -49,6 +56,9 @@ class Settings:
     auth_jwks: str | None = None
     auth_audience: str | None = None
     auth_dev_secret: str | None = None
+    # "sync": an access is answered only once its audit record is durable (default);
+    # "async": records commit with synchronous_commit=off (a database crash may lose the last ~0.2 s)
+    audit_durability: str = "sync"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -92,4 +102,5 @@ def load_settings() -> Settings:
         auth_jwks=env("FHIRLAKE_AUTH_JWKS") or None,
         auth_audience=env("FHIRLAKE_AUTH_AUDIENCE") or None,
         auth_dev_secret=env("FHIRLAKE_AUTH_DEV_SECRET") or None,
+        audit_durability=_choice("FHIRLAKE_AUDIT_DURABILITY", ("sync", "async"), "sync"),
     )

@@ -41,7 +41,7 @@ class AuthServices:
 def install_auth(app: Flask, settings: Any, engine: Engine) -> AuthServices:
     """Create the process's Authenticator, TokenService and AuditWriter and attach them to ``app``."""
     authenticator = Authenticator(AuthConfig.from_settings(settings), engine)
-    services = AuthServices(settings, authenticator, TokenService(authenticator, engine), AuditWriter(engine))
+    services = AuthServices(settings, authenticator, TokenService(authenticator, engine), AuditWriter(engine, synchronous=getattr(settings, "audit_durability", "sync") != "async"))
     app.extensions[EXTENSION] = services
     return services
 
