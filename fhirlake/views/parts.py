@@ -57,8 +57,10 @@ def _string_columns(schema: pa.Schema) -> tuple[str, ...]:
 
 def write_data(table: pa.Table, path: Path, schema: pa.Schema) -> None:
     """Write ``table`` (the view's columns, strings plain or as dictionaries) as one row group."""
-    table = table.replace_schema_metadata(_file_metadata(schema))
-    pq.write_table(table, path, row_group_size=max(table.num_rows, 1), **PARQUET_OPTIONS)
+    with pq.ParquetWriter(path, table.schema, **PARQUET_OPTIONS) as writer:
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        # without store_schema nothing of the schema's metadata is written: add it all here
+        writer.add_key_value_metadata(_file_metadata(schema))
 
 
 def read_data_for_rewrite(path: Path, schema: pa.Schema) -> pa.Table:
