@@ -205,11 +205,13 @@ def test_concurrent_writers_and_readers(empty_engine, tmp_path) -> None:  # noqa
     for t in [*writers, read_thread]:
         t.start()
     refreshes = 0
-    while any(t.is_alive() for t in writers):
-        refresh_views(engine, tmp_path, VIEWS)
-        refreshes += 1
-    stop.set()
-    read_thread.join()
+    try:
+        while any(t.is_alive() for t in writers):
+            refresh_views(engine, tmp_path, VIEWS)
+            refreshes += 1
+    finally:
+        stop.set()  # a failing refresh must not leave the reader looping (pytest would never exit)
+        read_thread.join(timeout=60)
     assert not errors, errors
     assert refreshes >= 2
     refresh_views(engine, tmp_path, VIEWS)
