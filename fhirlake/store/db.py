@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine
 
+# psycopg prepares a statement after a few executions and PostgreSQL then switches to a generic
+# plan that ignores the parameter values. For search SQL that is a disaster (a generic plan does
+# not know that one patient has 70 Observations, not 450k: measured 1.8 ms -> 136 ms at 1M
+# resources). Custom plans cost well under a millisecond to make.
+_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
+
 
 def normalize_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs and select the psycopg 3 driver."""
@@ -20,7 +26,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
-        future=True,
+        connect_args=_CONNECT_ARGS,
     )
 
 
@@ -32,4 +38,5 @@ def make_read_engine(url: str, pool_size: int = 10) -> Engine:
         max_overflow=pool_size,
         isolation_level="AUTOCOMMIT",
         pool_reset_on_return=None,
+        connect_args=_CONNECT_ARGS,
     )
