@@ -254,6 +254,20 @@ def _ROOT_MARK(name: str) -> Any:  # noqa: N802 - reads like a node constructor
 
 
 def _chain(steps: list[Any], root_type: str) -> Step:
+    rest = _chain_steps(steps, root_type)
+
+    def run(items: list[Item]) -> list[Item]:
+        for s in rest:
+            if not items:
+                return items
+            items = s(items)
+        return items
+
+    return run
+
+
+def _chain_steps(steps: list[Any], root_type: str) -> list[Step]:
+    """The steps of one union branch, the root mark resolved and as() fused into child steps."""
     first = steps[0]
     rest: list[Step] = []
     if isinstance(first, _RootMark):
@@ -265,16 +279,7 @@ def _chain(steps: list[Any], root_type: str) -> Step:
         if isinstance(s, _RootMark):
             raise Unsupported("nested root")
         rest.append(s)
-    rest = _fuse(rest)
-
-    def run(items: list[Item]) -> list[Item]:
-        for s in rest:
-            if not items:
-                return items
-            items = s(items)
-        return items
-
-    return run
+    return _fuse(rest)
 
 
 def compile_items(expression: str, root_type: str) -> Callable[[list[Item]], list[Item]]:
@@ -331,14 +336,79 @@ def compile_triples(expression: str, res_type: str) -> Callable[[dict], list[Ite
     if _DECEASED.match(expression.strip()):
         return None
     try:
-        run = compile_items(expression, res_type)
+        parser = _Parser(_tokenize(expression))
+        branches = parser.union()
+        if parser.peek() is not None:
+            raise Unsupported(f"trailing {parser.peek()!r} in {expression}")
+        runners = [_root_runner(_chain_steps(b, res_type), res_type) for b in branches]
     except Unsupported:
         return None
+    if len(runners) == 1:
+        return runners[0]
 
     def triples(resource: dict) -> list[Item]:
-        return run([(resource, res_type, res_type)])
+        out: list[Item] = []
+        for run in runners:
+            out.extend(run(resource))
+        return out
 
     return triples
+
+
+def _root_runner(steps: list[Step], res_type: str) -> Callable[[dict], list[Item]]:
+    """A branch run on the resource itself. The first step, nearly always a child step, is done
+    here with its options resolved at compile time: the same items as running it on
+    ``[(resource, res_type, res_type)]``, without the list and the per-item lookups."""
+    first_name = getattr(steps[0], "child_name", None)
+    if first_name is None:
+        def run_generic(resource: dict) -> list[Item]:
+            items: list[Item] = [(resource, res_type, res_type)]
+            for s in steps:
+                if not items:
+                    return items
+                items = s(items)
+            return items
+
+        return run_generic
+    only_type = getattr(steps[0], "only_type", None)
+    options = _children_options(res_type, first_name)
+    if only_type is not None:
+        options = tuple(o for o in options if _type_matches(o[1], only_type))
+    tail = steps[1:]
+    if len(options) == 1 and not tail:  # "Observation.code": one key, nothing after it
+        key, code, next_parent, _is_array = options[0]
+
+        def run_one(resource: dict) -> list[Item]:
+            if type(resource) is not dict:
+                return []
+            value = resource.get(key)
+            if value is None:
+                return []
+            if type(value) is list:
+                return [(v, code, next_parent) for v in value if v is not None]
+            return [(value, code, next_parent)]
+
+        return run_one
+
+    def run(resource: dict) -> list[Item]:
+        if type(resource) is not dict:
+            return []
+        items: list[Item] = []
+        for key, code, next_parent, _is_array in options:
+            value = resource.get(key)
+            if value is None:
+                continue
+            if type(value) is list:
+                items.extend((v, code, next_parent) for v in value if v is not None)
+            else:
+                items.append((value, code, next_parent))
+        for s in tail:
+            if not items:
+                return items
+            items = s(items)
+        return items
+
+    return run
 
 
 def compile_extractor(expression: str, res_type: str) -> Extractor:

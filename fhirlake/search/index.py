@@ -61,6 +61,10 @@ def _simple_indexer(param: SearchParam) -> Indexer | None:
         return None
     triples = compile_triples(param.expression, param.res_type)
     if triples is not None:  # the common case: no repacking of (value, code) pairs
+        direct = _direct_indexer(param, triples)
+        if direct is not None:
+            return direct
+
         def index_items(rows: R.Rows, rid: int, resource: dict) -> None:
             for value, code, _parent in triples(resource):
                 writer(rows, rid, 0, value, code)
@@ -73,6 +77,39 @@ def _simple_indexer(param: SearchParam) -> Indexer | None:
             writer(rows, rid, 0, value, code)
 
     return index
+
+
+def _direct_indexer(param: SearchParam, triples: Callable[[dict], list]) -> Indexer | None:
+    """The same rows as ``_value_writer``'s writers, called without the lambda in between:
+    token and reference values are the bulk of all index rows."""
+    pid = param.pid
+    if param.type == "token":
+        text_pid, of_type_pid = param.sub_pid("text"), param.sub_pid("of-type")
+        token_rows = R.token_rows
+
+        def index_tokens(rows: R.Rows, rid: int, resource: dict) -> None:
+            for value, code, _parent in triples(resource):
+                token_rows(rows, rid, pid, 0, value, code, text_pid, of_type_pid)
+
+        return index_tokens
+    if param.type == "reference":
+        identifier_pid = param.sub_pid("identifier")
+        reference_rows = R.reference_rows
+
+        def index_references(rows: R.Rows, rid: int, resource: dict) -> None:
+            for value, code, _parent in triples(resource):
+                reference_rows(rows, rid, pid, value, code, identifier_pid)
+
+        return index_references
+    if param.type == "date":
+        date_rows = R.date_rows
+
+        def index_dates(rows: R.Rows, rid: int, resource: dict) -> None:
+            for value, code, _parent in triples(resource):
+                date_rows(rows, rid, pid, 0, value, code)
+
+        return index_dates
+    return None
 
 
 def _composite_indexer(param: SearchParam) -> Indexer | None:
@@ -127,15 +164,23 @@ def type_indexer(res_type: str) -> Indexer:
             keys = top_level_keys(param.expression, res_type)
             indexers.append((tuple(sorted(keys)) if keys is not None else None, built))
 
+    # Dispatch on the resource's own keys (a dozen) rather than testing every parameter's keys
+    # (dozens); the parameters then run in registry order, as if each had been tested in turn.
+    always = [i for i, (keys, _ix) in enumerate(indexers) if keys is None]
+    by_key: dict[str, list[int]] = {}
+    for i, (keys, _ix) in enumerate(indexers):
+        for key in keys or ():
+            by_key.setdefault(key, []).append(i)
+    run_order = [ix for _keys, ix in indexers]
+
     def index(rows: R.Rows, rid: int, resource: dict) -> None:
-        for keys, indexer in indexers:
-            if keys is not None:
-                for key in keys:
-                    if key in resource:
-                        break
-                else:
-                    continue
-            indexer(rows, rid, resource)
+        chosen = set(always)
+        for key in resource:
+            wanted = by_key.get(key)
+            if wanted is not None:
+                chosen.update(wanted)
+        for i in sorted(chosen):
+            run_order[i](rows, rid, resource)
 
     return index
 

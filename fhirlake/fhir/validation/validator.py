@@ -20,6 +20,11 @@ MAX_DEPTH = 64  # nested JSON objects; real resources stay far below, hostile in
 
 _PRIMITIVE, _COMPLEX, _RESOURCE = 0, 1, 2
 
+# Where a nested object sits: the resource type at the root, else (parent, key, array index or
+# None). Building the tuple on the way down is cheaper than formatting a string that is only
+# read when an issue is found.
+Location = str | tuple[Any, str, int | None]
+
 
 def _anything(_value: Any) -> bool:
     return True
@@ -121,31 +126,41 @@ def validate_resource(resource: dict, expected_type: str | None = None) -> list[
     return issues
 
 
+def _text(path: Location) -> str:
+    """The FHIRPath-style location of a lazy path, written out only when an issue is reported."""
+    if type(path) is str:
+        return path
+    parent, key, index = path
+    if index is None:
+        return f"{_text(parent)}.{key}"
+    return f"{_text(parent)}.{key}[{index}]"
+
+
 def _error(issues: list[ValidationIssue], code: str, message: str, expression: str) -> None:
     issues.append(ValidationIssue("error", code, message, expression))
 
 
-def _check_resource(resource: Any, path: str | None, depth: int, issues: list[ValidationIssue]) -> None:
+def _check_resource(resource: Any, path: Location | None, depth: int, issues: list[ValidationIssue]) -> None:
     where = path or "Resource"
     if type(resource) is not dict:
-        _error(issues, "structure", "a resource must be a JSON object", where)
+        _error(issues, "structure", "a resource must be a JSON object", _text(where))
         return
     rtype = resource.get("resourceType")
     if rtype is None:
-        _error(issues, "required", "resourceType is missing", where)
+        _error(issues, "required", "resourceType is missing", _text(where))
         return
     if type(rtype) is not str or not structure.is_resource_type(rtype):
-        _error(issues, "invalid", f"unknown resourceType {rtype!r}", where)
+        _error(issues, "invalid", f"unknown resourceType {rtype!r}", _text(where))
         return
     _check_object(resource, _structure(rtype), path or rtype, depth, issues)
 
 
-def _check_object(obj: dict, st: _Structure, path: str, depth: int, issues: list[ValidationIssue]) -> None:
+def _check_object(obj: dict, st: _Structure, path: Location, depth: int, issues: list[ValidationIssue]) -> None:
     if depth > MAX_DEPTH:
-        _error(issues, "too-costly", f"nesting deeper than {MAX_DEPTH} levels", path)
+        _error(issues, "too-costly", f"nesting deeper than {MAX_DEPTH} levels", _text(path))
         return
     if not obj:
-        _error(issues, "structure", "empty objects are not allowed", path)
+        _error(issues, "structure", "empty objects are not allowed", _text(path))
         return
     fields = st.fields
     choices: dict[str, str] | None = None
@@ -160,18 +175,18 @@ def _check_object(obj: dict, st: _Structure, path: str, depth: int, issues: list
             other = choices.get(field.choice)
             if other is not None:
                 _error(issues, "structure",
-                       f"only one of {other} and {key} may be present ({field.choice}[x])", f"{path}.{key}")
+                       f"only one of {other} and {key} may be present ({field.choice}[x])", f"{_text(path)}.{key}")
             choices[field.choice] = key
         kind = field.kind
         if field.is_array:
             if type(value) is not list:
-                _error(issues, "structure", f"{key} must be a JSON array", f"{path}.{key}")
+                _error(issues, "structure", f"{key} must be a JSON array", f"{_text(path)}.{key}")
                 continue
             if not value:
-                _error(issues, "structure", "empty arrays are not allowed", f"{path}.{key}")
+                _error(issues, "structure", "empty arrays are not allowed", f"{_text(path)}.{key}")
                 continue
             if field.max is not None and len(value) > field.max:
-                _error(issues, "structure", f"{key} allows at most {field.max} values", f"{path}.{key}")
+                _error(issues, "structure", f"{key} allows at most {field.max} values", f"{_text(path)}.{key}")
             if kind == _PRIMITIVE:
                 check = field.check
                 for i, item in enumerate(value):
@@ -181,77 +196,77 @@ def _check_object(obj: dict, st: _Structure, path: str, depth: int, issues: list
                 child = field.structure()
                 for i, item in enumerate(value):
                     if type(item) is dict:
-                        _check_object(item, child, f"{path}.{key}[{i}]", depth + 1, issues)
+                        _check_object(item, child, (path, key, i), depth + 1, issues)
                     else:
-                        _error(issues, "structure", f"{key} items must be JSON objects", f"{path}.{key}[{i}]")
+                        _error(issues, "structure", f"{key} items must be JSON objects", f"{_text(path)}.{key}[{i}]")
             else:
                 for i, item in enumerate(value):
-                    _check_resource(item, f"{path}.{key}[{i}]", depth + 1, issues)
+                    _check_resource(item, (path, key, i), depth + 1, issues)
         elif type(value) is list:
-            _error(issues, "structure", f"{key} allows one value, not an array", f"{path}.{key}")
+            _error(issues, "structure", f"{key} allows one value, not an array", f"{_text(path)}.{key}")
         elif kind == _PRIMITIVE:
             if not field.check(value):
-                _bad_primitive(field, value, f"{path}.{key}", issues)
+                _bad_primitive(field, value, f"{_text(path)}.{key}", issues)
         elif kind == _COMPLEX:
             if type(value) is dict:
-                _check_object(value, field.structure(), f"{path}.{key}", depth + 1, issues)
+                _check_object(value, field.structure(), (path, key, None), depth + 1, issues)
             else:
-                _error(issues, "structure", f"{key} must be a JSON object", f"{path}.{key}")
+                _error(issues, "structure", f"{key} must be a JSON object", f"{_text(path)}.{key}")
         else:
-            _check_resource(value, f"{path}.{key}", depth + 1, issues)
+            _check_resource(value, (path, key, None), depth + 1, issues)
     for name, keys in st.required:
         for key in keys:
             if key in obj:
                 break
         else:
-            _error(issues, "required", f"{name} is required", f"{path}.{name}")
+            _error(issues, "required", f"{name} is required", f"{_text(path)}.{name}")
 
 
-def _unknown_key(obj: dict, st: _Structure, key: str, value: Any, path: str, depth: int,
+def _unknown_key(obj: dict, st: _Structure, key: str, value: Any, path: Location, depth: int,
                  issues: list[ValidationIssue]) -> None:
     field = st.extension_fields.get(key)
     if field is not None:
         _check_primitive_extension(obj, field, value, path, depth, issues)
     elif key == "resourceType":
-        _error(issues, "structure", "resourceType is only allowed at the root of a resource", f"{path}.{key}")
+        _error(issues, "structure", "resourceType is only allowed at the root of a resource", f"{_text(path)}.{key}")
     else:
-        _error(issues, "structure", f"unknown element {key!r} in {st.name}", f"{path}.{key}")
+        _error(issues, "structure", f"unknown element {key!r} in {st.name}", f"{_text(path)}.{key}")
 
 
-def _check_primitive_extension(obj: dict, field: _Field, value: Any, path: str, depth: int,
+def _check_primitive_extension(obj: dict, field: _Field, value: Any, path: Location, depth: int,
                                issues: list[ValidationIssue]) -> None:
     """`_given` and friends: the id/extension part of primitive values."""
     key = field.key
     element_st = field.structure()
     if not field.is_array:
         if type(value) is dict:
-            _check_object(value, element_st, f"{path}.{key}", depth + 1, issues)
+            _check_object(value, element_st, (path, key, None), depth + 1, issues)
         else:
-            _error(issues, "structure", f"_{key} must be a JSON object", f"{path}._{key}")
+            _error(issues, "structure", f"_{key} must be a JSON object", f"{_text(path)}._{key}")
         return
     if type(value) is not list or not value:
-        _error(issues, "structure", f"_{key} must be a non-empty JSON array", f"{path}._{key}")
+        _error(issues, "structure", f"_{key} must be a non-empty JSON array", f"{_text(path)}._{key}")
         return
     values = obj.get(key)
     if values is not None and type(values) is list and len(values) != len(value):
-        _error(issues, "structure", f"{key} and _{key} must have the same length", f"{path}._{key}")
+        _error(issues, "structure", f"{key} and _{key} must have the same length", f"{_text(path)}._{key}")
     for i, item in enumerate(value):
         if item is None:
             if values is None or (type(values) is list and i < len(values) and values[i] is None):
-                _error(issues, "structure", f"{key}[{i}] has neither a value nor extensions", f"{path}.{key}[{i}]")
+                _error(issues, "structure", f"{key}[{i}] has neither a value nor extensions", f"{_text(path)}.{key}[{i}]")
         elif type(item) is dict:
-            _check_object(item, element_st, f"{path}.{key}[{i}]", depth + 1, issues)
+            _check_object(item, element_st, (path, key, i), depth + 1, issues)
         else:
-            _error(issues, "structure", f"_{key} items must be JSON objects or null", f"{path}._{key}[{i}]")
+            _error(issues, "structure", f"_{key} items must be JSON objects or null", f"{_text(path)}._{key}[{i}]")
 
 
-def _bad_array_primitive(obj: dict, field: _Field, i: int, item: Any, path: str,
+def _bad_array_primitive(obj: dict, field: _Field, i: int, item: Any, path: Location,
                          issues: list[ValidationIssue]) -> None:
     if item is None:
         extras = obj.get("_" + field.key)
         if type(extras) is list and i < len(extras) and extras[i] is not None:
             return  # a value carried only by its extensions
-    _bad_primitive(field, item, f"{path}.{field.key}[{i}]", issues)
+    _bad_primitive(field, item, f"{_text(path)}.{field.key}[{i}]", issues)
 
 
 def _bad_primitive(field: _Field, value: Any, expression: str, issues: list[ValidationIssue]) -> None:
