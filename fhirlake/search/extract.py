@@ -359,7 +359,7 @@ def _root_runner(steps: list[Step], res_type: str) -> Callable[[dict], list[Item
     """A branch run on the resource itself. The first step, nearly always a child step, is done
     here with its options resolved at compile time: the same items as running it on
     ``[(resource, res_type, res_type)]``, without the list and the per-item lookups."""
-    first_name = getattr(steps[0], "child_name", None)
+    first_name = getattr(steps[0], "child_name", None) if steps else None
     if first_name is None:
         def run_generic(resource: dict) -> list[Item]:
             items: list[Item] = [(resource, res_type, res_type)]

@@ -116,7 +116,7 @@ def _composite_indexer(param: SearchParam) -> Indexer | None:
     """Each element selected by the composite's expression gets its own grp number; component i
     is indexed under pid ``code:c<i>`` so a query can join the components on (rid, grp)."""
     assert param.expression is not None
-    elements = compile_items(param.expression, param.res_type)
+    elements = _node_runner(param.expression, param.res_type)
     parts = []
     for i, component in enumerate(param.components):
         writer = _value_writer(component.type, param, param.sub_pid(f"c{i}"), side_rows=False)
@@ -127,14 +127,13 @@ def _composite_indexer(param: SearchParam) -> Indexer | None:
 
     def index(rows: R.Rows, rid: int, resource: dict) -> None:
         grp = 0
-        for node, _code, parent in elements([(resource, param.res_type, param.res_type)]):
+        for node, _code, parent in elements(resource):
             grp += 1
             runners = compiled.get(parent)
             if runners is None:
                 runners = compiled[parent] = [_component_runner(e, parent, param.res_type) for e, _w in parts]
             for (run, from_root), (_e, writer) in zip(runners, parts, strict=True):
-                start = (resource, param.res_type, param.res_type) if from_root else (node, parent, parent)
-                for value, code, _p in run([start]):
+                for value, code, _p in run(resource if from_root else node):
                     writer(rows, rid, grp, value, code)
 
     return index
@@ -147,8 +146,17 @@ def _component_runner(expression: str, parent: str, res_type: str) -> tuple:
     """A composite component is relative to the selected element, or to the resource when it
     starts with %resource (MolecularSequence's coordinates)."""
     if expression.startswith(_RESOURCE_VAR):
-        return compile_items(f"{res_type}.{expression[len(_RESOURCE_VAR):]}", res_type), True
-    return compile_items(expression, parent), False
+        return _node_runner(f"{res_type}.{expression[len(_RESOURCE_VAR):]}", res_type), True
+    return _node_runner(expression, parent), False
+
+
+def _node_runner(expression: str, root: str) -> Callable[[Any], list]:
+    """The items of ``expression`` evaluated on one node of type ``root``."""
+    fast = compile_triples(expression, root)
+    if fast is not None:
+        return fast
+    run = compile_items(expression, root)
+    return lambda node: run([(node, root, root)])
 
 
 @cache

@@ -19,6 +19,8 @@ from fhirlake.fhir.validation.primitives import EXPECTED, PRIMITIVE_CHECKS
 MAX_DEPTH = 64  # nested JSON objects; real resources stay far below, hostile input does not
 
 _PRIMITIVE, _COMPLEX, _RESOURCE = 0, 1, 2
+# kind + 3 * is_array: one comparison per key picks the branch of the walk
+_ONE_PRIMITIVE, _ONE_COMPLEX, _ONE_RESOURCE, _MANY_PRIMITIVE, _MANY_COMPLEX = 0, 1, 2, 3, 4
 
 # Where a nested object sits: the resource type at the root, else (parent, key, array index or
 # None). Building the tuple on the way down is cheaper than formatting a string that is only
@@ -33,7 +35,7 @@ def _anything(_value: Any) -> bool:
 class _Field:
     """How to check the value under one JSON key."""
 
-    __slots__ = ("key", "is_array", "max", "kind", "check", "type_code", "child", "struct", "choice")
+    __slots__ = ("key", "is_array", "max", "kind", "mode", "check", "type_code", "child", "struct", "choice")
 
     def __init__(self, key: str, is_array: bool, max_: int | None, kind: int, type_code: str,
                  child: str, choice: str | None) -> None:
@@ -41,6 +43,7 @@ class _Field:
         self.is_array = is_array
         self.max = max_ if is_array else None
         self.kind = kind
+        self.mode = kind + 3 * is_array
         self.type_code = type_code
         self.check: Callable[[Any], bool] = PRIMITIVE_CHECKS.get(type_code, _anything)
         self.child = child  # parent key of the nested structure (complex) or of Element (primitive)
@@ -177,8 +180,25 @@ def _check_object(obj: dict, st: _Structure, path: Location, depth: int, issues:
                 _error(issues, "structure",
                        f"only one of {other} and {key} may be present ({field.choice}[x])", f"{_text(path)}.{key}")
             choices[field.choice] = key
-        kind = field.kind
-        if field.is_array:
+        mode = field.mode
+        if mode == _ONE_PRIMITIVE:  # most keys: one string, code, date...
+            if type(value) is list:
+                _error(issues, "structure", f"{key} allows one value, not an array", f"{_text(path)}.{key}")
+            elif not field.check(value):
+                _bad_primitive(field, value, f"{_text(path)}.{key}", issues)
+        elif mode == _ONE_COMPLEX:
+            if type(value) is dict:
+                _check_object(value, field.struct or field.structure(), (path, key, None), depth + 1, issues)
+            elif type(value) is list:
+                _error(issues, "structure", f"{key} allows one value, not an array", f"{_text(path)}.{key}")
+            else:
+                _error(issues, "structure", f"{key} must be a JSON object", f"{_text(path)}.{key}")
+        elif mode == _ONE_RESOURCE:
+            if type(value) is list:
+                _error(issues, "structure", f"{key} allows one value, not an array", f"{_text(path)}.{key}")
+            else:
+                _check_resource(value, (path, key, None), depth + 1, issues)
+        else:
             if type(value) is not list:
                 _error(issues, "structure", f"{key} must be a JSON array", f"{_text(path)}.{key}")
                 continue
@@ -187,33 +207,21 @@ def _check_object(obj: dict, st: _Structure, path: Location, depth: int, issues:
                 continue
             if field.max is not None and len(value) > field.max:
                 _error(issues, "structure", f"{key} allows at most {field.max} values", f"{_text(path)}.{key}")
-            if kind == _PRIMITIVE:
-                check = field.check
-                for i, item in enumerate(value):
-                    if not check(item):
-                        _bad_array_primitive(obj, field, i, item, path, issues)
-            elif kind == _COMPLEX:
-                child = field.structure()
+            if mode == _MANY_COMPLEX:
+                child = field.struct or field.structure()
                 for i, item in enumerate(value):
                     if type(item) is dict:
                         _check_object(item, child, (path, key, i), depth + 1, issues)
                     else:
                         _error(issues, "structure", f"{key} items must be JSON objects", f"{_text(path)}.{key}[{i}]")
+            elif mode == _MANY_PRIMITIVE:
+                check = field.check
+                for i, item in enumerate(value):
+                    if not check(item):
+                        _bad_array_primitive(obj, field, i, item, path, issues)
             else:
                 for i, item in enumerate(value):
                     _check_resource(item, (path, key, i), depth + 1, issues)
-        elif type(value) is list:
-            _error(issues, "structure", f"{key} allows one value, not an array", f"{_text(path)}.{key}")
-        elif kind == _PRIMITIVE:
-            if not field.check(value):
-                _bad_primitive(field, value, f"{_text(path)}.{key}", issues)
-        elif kind == _COMPLEX:
-            if type(value) is dict:
-                _check_object(value, field.structure(), (path, key, None), depth + 1, issues)
-            else:
-                _error(issues, "structure", f"{key} must be a JSON object", f"{_text(path)}.{key}")
-        else:
-            _check_resource(value, (path, key, None), depth + 1, issues)
     for name, keys in st.required:
         for key in keys:
             if key in obj:
