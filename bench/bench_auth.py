@@ -28,7 +28,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from bench._common import SHARED, gunicorn, scratch_database, wrk
+from bench._common import SHARED, apply_group_commit, gunicorn, scratch_database, wrk
 from fhirlake.services.loader import load_folder
 from fhirlake.store.db import make_engine
 from fhirlake.store.migrate import upgrade
@@ -113,6 +113,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with scratch_database("fhirlake_bench_auth") as url, tempfile.TemporaryDirectory() as tmp:
+        apply_group_commit(url)  # the same settings for every configuration compared
         folder = Path(tmp)
         engine = make_engine(url)
         upgrade(engine)

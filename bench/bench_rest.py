@@ -22,7 +22,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench._common import SHARED, gunicorn, scratch_database, wrk
+from bench._common import SHARED, apply_group_commit, gunicorn, scratch_database, wrk
 from fhirlake.services.loader import load_folder
 from fhirlake.store.db import make_engine
 from fhirlake.store.migrate import upgrade
@@ -39,6 +39,7 @@ def _resources() -> list[dict]:
 
 
 def bench_reads(url: str, seconds: int) -> dict:
+    apply_group_commit(url)  # the same settings for fhirlake and the baseline
     engine = make_engine(url)
     upgrade(engine)
     load_folder(engine, SYNTHEA_100)

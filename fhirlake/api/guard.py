@@ -63,6 +63,9 @@ INTERACTIONS: dict[str, tuple[str, str | None]] = {
 IN_TRANSACTION_ENDPOINTS = frozenset(
     e for e, (interaction, _) in INTERACTIONS.items() if interaction in ("create", "update", "patch", "delete")
 ) | {"system.bundle"}
+# Endpoints whose handler records the access in the same statement as its read (one round trip,
+# PostgreSQL's group commit shares the WAL flushes): see ``inline_audit``.
+IN_STATEMENT_ENDPOINTS = frozenset({"resources.read"})
 # Endpoints never audited by the guard: discovery, and the token endpoint (audited by its own route).
 UNAUDITED_ENDPOINTS = PUBLIC_ENDPOINTS | {"static"}
 
@@ -94,6 +97,23 @@ def _audit_record(status: int, outcome_desc: str | None = None) -> Any:
     names = sorted(request.args.keys())
     return AuditRecord.for_request(access(), interaction, status, res_type, _resource_ids(), names,
                                    request.remote_addr, outcome_desc)
+
+
+def inline_audit() -> tuple[Any, Any]:
+    """For IN_STATEMENT_ENDPOINTS: (build the audit row, receive its id), or (None, None)."""
+    if not getattr(g, "audit_inline", False):
+        return None, None
+
+    def build() -> dict:
+        from fhirlake.audit import OUTCOME_UNKNOWN
+
+        return _audit_record(OUTCOME_UNKNOWN).row()
+
+    def written(audit_id: int, outcome: int) -> None:
+        g.audit_inline_id = audit_id
+        g.audit_inline_outcome = outcome
+
+    return build, written
 
 
 @contextmanager
@@ -131,6 +151,9 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
     def start_audit(endpoint: str) -> None:
         """Phase 1: submit the access record now; the request works while it commits."""
         if endpoint in UNAUDITED_ENDPOINTS or endpoint in IN_TRANSACTION_ENDPOINTS:
+            return
+        if endpoint in IN_STATEMENT_ENDPOINTS:
+            g.audit_inline = True  # the handler's read statement inserts the record
             return
         from fhirlake.audit import OUTCOME_UNKNOWN
 
@@ -176,6 +199,15 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
         pending = getattr(g, "audit_pending", None)
         status = response.status_code
         desc = None if status < 400 else _reason(response)
+        inline_id = getattr(g, "audit_inline_id", None)
+        if inline_id is not None:  # durable already: its statement committed with the read
+            if status != getattr(g, "audit_inline_outcome", None):  # e.g. 304, or a rendering error
+                from fhirlake.audit import AuditRecord, PendingAudit
+
+                written = PendingAudit(AuditRecord.for_request(access(), g.audit_interaction, 0))
+                written._finish(inline_id)
+                writer.complete(written, status, desc)
+            return response
         try:
             if pending is None:  # a write refused before its transaction, or no phase 1
                 writer.record(_audit_record(status, desc))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from fhirlake.api import formats
-from fhirlake.api.guard import access, audit_ids, write_transaction
+from fhirlake.api.guard import access, audit_ids, inline_audit, write_transaction
 from fhirlake.api.headers import parse_etag, parse_http_date, prefer, version_headers
 from fhirlake.api.runtime import base_url, runtime
 from fhirlake.fhir.outcome import FhirError, info_outcome, operation_outcome
@@ -31,8 +31,9 @@ def _write_response(result: WriteResult, *, status: int | None = None) -> Respon
 
 @bp.get("/<res_type>/<res_id>")
 def read(res_type: str, res_id: str) -> Response:
+    audit, audited = inline_audit()
     with runtime().reader.connect() as conn:
-        current = crud.read(conn, res_type, res_id, access())
+        current = crud.read(conn, res_type, res_id, access(), audit=audit, audited=audited)
     headers = version_headers(current, base_url())
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and parse_etag(if_none_match, "If-None-Match") == current.version:

@@ -152,7 +152,9 @@ class EmbeddedPostgres:
             if done.returncode != 0:
                 raise EmbeddedPgError(f"initdb failed: {done.stderr.strip()[-500:]}")
         self.port = self.port or _free_port()
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir}"
+        # commit_delay/commit_siblings: concurrent audited reads share WAL flushes (group commit)
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir}"
+                   " -c commit_delay=300 -c commit_siblings=2")
         done = self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
                           "-o", options, "-w", "-t", "60", "start"])
         if done.returncode != 0:

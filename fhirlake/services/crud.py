@@ -6,6 +6,7 @@ and jobs compose them freely: a transaction bundle is just many calls in one tra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from fhirlake.store.resources import (
     WriteOp,
     new_id,
     read_current,
+    read_current_audited,
     read_version,
     write_resources,
 )
@@ -32,11 +34,19 @@ class WriteResult:
     status: int  # 200, 201, 204
 
 
-def read(conn: Connection, res_type: str, res_id: str, access: Any = None) -> StoredVersion:
+def read(conn: Connection, res_type: str, res_id: str, access: Any = None,
+         audit: Callable[[], dict] | None = None,
+         audited: Callable[[int, int], None] | None = None) -> StoredVersion:
+    """``audit``/``audited``: build the access's audit row, and learn its id, when the read itself
+    records the access (one statement; see ``read_current_audited``)."""
     check_type(res_type)
     if access is not None:
         authz.check_read(conn, access, res_type, res_id)
-    current = read_current(conn, res_type, res_id)
+    if audit is not None and audited is not None:
+        current, audit_id, outcome = read_current_audited(conn, res_type, res_id, audit())
+        audited(audit_id, outcome)
+    else:
+        current = read_current(conn, res_type, res_id)
     if current is None or current.version == 0:
         raise not_found(res_type, res_id)
     if current.deleted:

@@ -88,6 +88,39 @@ def read_current(conn: Connection, res_type: str, res_id: str) -> StoredVersion 
     return StoredVersion(row[0], res_type, res_id, row[1], row[2], row[3], row[4])
 
 
+_AUDIT_COLUMNS = ("recorded", "client_id", "user_id", "patient_id", "action", "interaction", "resource_type",
+                  "resource_ids", "query_params", "source_ip", "outcome", "outcome_desc")
+_AUDIT_VALUES = [c for c in _AUDIT_COLUMNS if c not in ("outcome", "outcome_desc")]
+_READ_CURRENT_AUDITED = text(
+    # The read runs first; the audit row records its outcome (200, 404 unknown, 410 deleted) so that a
+    # plain read needs no second write.
+    "WITH x AS (SELECT r.rid, v.version, v.last_updated, v.method, v.content"
+    " FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+    " WHERE r.res_type = :t AND r.res_id = :i AND r.version > 0),"
+    " a AS (INSERT INTO audit_event (" + ", ".join(_AUDIT_COLUMNS) + ") SELECT "
+    + ", ".join(f":a_{c}" for c in _AUDIT_VALUES)
+    + ", CASE WHEN x.rid IS NULL THEN 404 WHEN x.method = 'delete' THEN 410 ELSE 200 END,"
+    " CASE WHEN x.rid IS NULL THEN 'Not Found' WHEN x.method = 'delete' THEN 'Gone' END"
+    " FROM (SELECT 1) one LEFT JOIN x ON true RETURNING id, outcome)"
+    " SELECT a.id, a.outcome, x.rid, x.version, x.last_updated, x.method, x.content FROM a LEFT JOIN x ON true"
+)
+
+
+def read_current_audited(conn: Connection, res_type: str, res_id: str,
+                         audit_row: dict) -> tuple[StoredVersion | None, int, int]:
+    """Read the current version and insert its audit row in ONE statement.
+
+    On an autocommit connection the statement commits durably on its own, so the access is on record
+    before it is answered, in a single round trip; concurrent readers share WAL flushes through
+    PostgreSQL's group commit. Returns (version or None, audit row id, outcome recorded).
+    """
+    params = {"t": res_type, "i": res_id, **{f"a_{c}": audit_row[c] for c in _AUDIT_VALUES}}
+    row = conn.execute(_READ_CURRENT_AUDITED, params).one()
+    if row[2] is None:
+        return None, row[0], row[1]
+    return StoredVersion(row[2], res_type, res_id, row[3], row[4], row[5], row[6]), row[0], row[1]
+
+
 def read_version(conn: Connection, res_type: str, res_id: str, version: int) -> StoredVersion | None:
     row = conn.execute(_READ_VERSION, {"t": res_type, "i": res_id, "v": version}).first()
     if row is None:
