@@ -110,10 +110,12 @@ class ViewLake:
 
     def metadata(self, name: str) -> ViewMetadata | None:
         current = self.current_dir(name)
-        if current is None:
-            return None
+        return None if current is None else self._metadata_in(current)
+
+    @staticmethod
+    def _metadata_in(generation: Path) -> ViewMetadata | None:
         try:
-            return ViewMetadata.from_json((current / METADATA).read_bytes())
+            return ViewMetadata.from_json((generation / METADATA).read_bytes())
         except FileNotFoundError:
             return None
 
@@ -125,8 +127,10 @@ class ViewLake:
 
     def data_files(self, name: str) -> list[Path]:
         """The current Parquet part files of a view (empty list when not materialized)."""
-        meta = self.metadata(name)
+        # Resolve `current` ONCE: a publish between two resolutions would pair one generation's
+        # metadata with another generation's folder.
         current = self.current_dir(name)
+        meta = None if current is None else self._metadata_in(current)
         if meta is None or current is None:
             return []
         return [current / DATA / p.file for p in meta.parts]
