@@ -45,37 +45,35 @@ def history(conn: Connection, base: str, res_type: str | None, res_id: str | Non
             raise not_found(res_type or "", res_id)
         where.append("v.rid = :rid")
         args["rid"] = rid
+    # Filters on the page (time, position) apply after the window: "the next version" must be
+    # found among all versions of a resource, not only those on this page.
+    page = ["TRUE"]
     if "_since" in params:
-        since = _instant(params["_since"], "_since")
-        where.append("v.last_updated >= :since")
-        args["since"] = since
-    at_clause = ""
+        args["since"] = _instant(params["_since"], "_since")
+        page.append("w.last_updated >= :since")
     if "_at" in params:
         try:
             low, high = parse_date_range(params["_at"])
         except ValueError as exc:
             raise FhirError(400, f"_at: {exc}", code="invalid", expression=["_at"]) from exc
         # a version counts if it was current at some moment of the _at range
-        at_clause = " WHERE w.last_updated <= :at_high AND (w.next_updated IS NULL OR w.next_updated > :at_low)"
+        page.append("w.last_updated <= :at_high AND (w.next_updated IS NULL OR w.next_updated > :at_low)")
         args["at_low"], args["at_high"] = low, high
     count = _int_param(params, "_count", page_default, page_max)
     before = params.get("_before_seq")
     if before is not None:
         if not before.isdigit():
             raise FhirError(400, "_before_seq must be an integer", code="invalid")
-        where.append("v.seq < :before")
+        page.append("w.seq < :before")
         args["before"] = int(before)
     args["limit"] = count + 1
-    inner = (
-        "SELECT v.res_type, v.res_id, v.version, v.seq, v.last_updated, v.method, v.content,"
-        " lead(v.last_updated) OVER (PARTITION BY v.rid ORDER BY v.version) AS next_updated"
-        f" FROM resource_version v WHERE {' AND '.join(where)}"
+    window = (", lead(v.last_updated) OVER (PARTITION BY v.rid ORDER BY v.version) AS next_updated"
+              if "_at" in params else "")
+    sql = (
+        "SELECT * FROM (SELECT v.res_type, v.res_id, v.version, v.seq, v.last_updated, v.method, v.content"
+        f"{window} FROM resource_version v WHERE {' AND '.join(where)}) w"
+        f" WHERE {' AND '.join(page)} ORDER BY w.seq DESC LIMIT :limit"
     )
-    if at_clause:
-        sql = f"SELECT * FROM ({inner}) w{at_clause} ORDER BY w.seq DESC LIMIT :limit"
-    else:
-        sql = inner.replace(", lead(v.last_updated) OVER (PARTITION BY v.rid ORDER BY v.version) AS next_updated", "")
-        sql += " ORDER BY v.seq DESC LIMIT :limit"
     rows = conn.execute(text(sql), args).all()
     has_more = len(rows) > count
     rows = rows[:count]

@@ -68,3 +68,25 @@ def test_system_history_and_bad_params(client: httpx.Client) -> None:
     assert client.get("/_history", params={"foo": "1"}).status_code == 400
     assert client.get("/_history", params={"foo": "1"}, headers={"Prefer": "handling=lenient"}).status_code == 200
     assert client.get("/Patient/nope/_history").status_code == 404
+
+
+def test_history_at_with_paging_sees_only_versions_current_then(client: httpx.Client) -> None:
+    time.sleep(1.1)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    a = create(client, {"resourceType": "Substance", "code": {"text": "a1"}})
+    b = create(client, {"resourceType": "Substance", "code": {"text": "b1"}})
+    a["code"] = {"text": "a2"}
+    client.put(f"/Substance/{a['id']}", json=a, headers=FHIR_JSON)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+    seen: list[str] = []
+    url: str | None = "/Substance/_history"
+    params: dict | None = {"_at": now, "_since": since, "_count": 1}
+    while url:
+        page = client.get(url, params=params).json()
+        params = None
+        seen += [e["resource"]["code"]["text"] for e in page.get("entry", [])]
+        nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        url = nxt[0] if nxt else None
+    # only the versions current at _at, even on later pages (a1 was replaced by a2)
+    assert sorted(seen) == ["a2", "b1"]
+    assert b["id"] != a["id"]
