@@ -6,7 +6,7 @@ Every variable is documented in the README's configuration table; keep the two i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -59,7 +59,6 @@ class Settings:
     # "sync": an access is answered only once its audit record is durable (default);
     # "async": records commit with synchronous_commit=off (a database crash may lose the last ~0.2 s)
     audit_durability: str = "sync"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def lake_dir(self) -> Path:

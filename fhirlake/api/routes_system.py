@@ -122,8 +122,6 @@ def _search(conn: Connection, res_type: str | None, params: list[tuple[str, str]
 
     if res_type is not None:
         check_type(res_type)
-    settings = runtime().settings
-    del settings
     req = SearchRequest(resource_type=res_type, params=params, base_url=base_url(), lenient=lenient(request),
                         compartment=compartment, access=_access(res_type, params))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import signal
@@ -110,7 +111,7 @@ def _load_sample(engine) -> None:  # noqa: ANN001
             click.echo("sample data: the database already has resources; nothing loaded")
             return
     files = [p for p in SAMPLE_DIR.iterdir() if p.name.endswith(".ndjson.gz")]
-    total_expected = sum(sum(1 for _ in __import__("gzip").open(p)) for p in files)
+    total_expected = sum(sum(1 for _ in gzip.open(p)) for p in files)
     with click.progressbar(length=total_expected, label="loading sample data") as bar:
         loaded = load_folder(engine, SAMPLE_DIR, progress=bar.update)
     click.echo(f"sample data: {loaded} resources loaded")

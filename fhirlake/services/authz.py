@@ -18,15 +18,12 @@ def is_restricted(access: Any) -> bool:
     return access is not None and not getattr(access, "is_unrestricted", False)
 
 
-_restricted = is_restricted
-
-
 def forbidden(message: str) -> FhirError:
     return FhirError(403, message, code="forbidden")
 
 
 def require(access: Any, interaction: str, res_type: str) -> None:
-    if not _restricted(access):
+    if not is_restricted(access):
         return
     from fhirlake.auth import ForbiddenError
 
@@ -38,7 +35,7 @@ def require(access: Any, interaction: str, res_type: str) -> None:
 
 def visible(conn: Connection, access: Any, res_type: str, res_id: str, interaction: str = "read") -> bool:
     """Is the current version of res_type/res_id inside what ``access`` may see?"""
-    if not _restricted(access):
+    if not is_restricted(access):
         return True
     from fhirlake.auth import ForbiddenError
     from fhirlake.search.service import find_matches
@@ -64,7 +61,7 @@ def check_read(conn: Connection, access: Any, res_type: str, res_id: str, intera
 def check_write(conn: Connection, access: Any, res_type: str, res_id: str | None, new_resource: dict | None,
                 interaction: str, *, exists: bool) -> None:
     """The token may write: the stored version (if any) is visible and the new content stays in bounds."""
-    if not _restricted(access):
+    if not is_restricted(access):
         return
     require(access, interaction, res_type)
     if exists and res_id is not None and not visible(conn, access, res_type, res_id, "read"):

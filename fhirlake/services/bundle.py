@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from sqlalchemy import Connection
@@ -170,7 +169,8 @@ def process_transaction(conn: Connection, bundle: dict, base: str, read: ReadDis
     mapping: dict[str, str] = {}
     # 1. decide the identity of every POST/PUT target before anything is written
     for e in entries:
-        check_type(e.res_type) if e.method != "GET" else None
+        if e.method != "GET":
+            check_type(e.res_type)
         if e.method == "POST":
             if e.if_none_exist:
                 matches = crud.find_matches(conn, e.res_type, e.if_none_exist, access)
@@ -332,10 +332,8 @@ def process_batch(conn: Connection, bundle: dict, base: str, read: ReadDispatche
             results.append(_Entry(n, "", "", None, entry.get("resource"), response=entry["response"]))
         except FhirError as exc:
             savepoint.rollback()
-            message = exc.diagnostics.replace("Bundle.entry[0]", f"Bundle.entry[{n}]")
             outcome = operation_outcome([Issue(i.severity, i.code, i.diagnostics.replace(
                 "Bundle.entry[0]", f"Bundle.entry[{n}]"), i.expression) for i in exc.issues])
-            del message
             results.append(_Entry(n, "", "", None, None,
                                   response={"status": str(exc.status), "outcome": outcome}))
     out_entries = []
@@ -375,8 +373,3 @@ def process_bundle(conn: Connection, bundle: object, base: str, read: ReadDispat
         return process_batch(conn, bundle, base, read, return_resources, access=access)
     raise FhirError(400, f"Bundle.type must be 'batch' or 'transaction', not '{kind}'", code="invalid",
                     expression=["Bundle.type"])
-
-
-def split_url(url: str) -> tuple[str, list[tuple[str, str]]]:
-    parts = urlsplit(url)
-    return parts.path, parse_qsl(parts.query, keep_blank_values=True)
