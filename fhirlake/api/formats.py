@@ -31,16 +31,14 @@ def response_format(req: Request) -> str:
         if media in _JSON_ALIASES:
             return JSON
         raise FhirError(415, f"_format '{fmt}' is not supported (use json or xml)", code="not-supported")
-    accept = req.headers.get("Accept", "")
-    for part in accept.split(","):
+    # The first FHIR format the Accept header names wins; anything else (a browser's text/html,
+    # */*, nothing) gets JSON rather than a refusal.
+    for part in req.headers.get("Accept", "").split(","):
         media = _media(part)
         if media in _XML_ALIASES:
             return XML
-        if media in _JSON_ALIASES or media in ("*/*", "application/*", ""):
+        if media in _JSON_ALIASES:
             return JSON
-    if accept and not any(_media(p) in ("", "*/*") for p in accept.split(",")):
-        # Something else entirely (e.g. text/html): answer JSON rather than refuse; browsers send this.
-        return JSON
     return JSON
 
 
