@@ -22,8 +22,10 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
-    reader = make_read_engine(engine.url.render_as_string(hide_password=False), pool_size=engine.pool.size())
-    app.extensions["fhirlake"] = Runtime(settings=settings, engine=engine, reader=reader)
+    url, pool_size = engine.url.render_as_string(hide_password=False), engine.pool.size()
+    app.extensions["fhirlake"] = Runtime(settings=settings, engine=engine,
+                                         reader=make_read_engine(url, pool_size=pool_size),
+                                         key_reader=make_read_engine(url, pool_size=pool_size, key_lookups=True))
     install_error_handlers(app)
     install_guard(app, settings, engine)
 

@@ -32,7 +32,7 @@ def _write_response(result: WriteResult, *, status: int | None = None) -> Respon
 @bp.get("/<res_type>/<res_id>")
 def read(res_type: str, res_id: str) -> Response:
     audit, audited = inline_audit()
-    with runtime().reader.connect() as conn:
+    with runtime().key_reader.connect() as conn:
         current = crud.read(conn, res_type, res_id, access(), audit=audit, audited=audited)
     headers = version_headers(current, base_url())
     if_none_match = request.headers.get("If-None-Match")
@@ -46,7 +46,7 @@ def read(res_type: str, res_id: str) -> Response:
 
 @bp.get("/<res_type>/<res_id>/_history/<version>")
 def vread(res_type: str, res_id: str, version: str) -> Response:
-    with runtime().reader.connect() as conn:
+    with runtime().key_reader.connect() as conn:
         found = crud.vread(conn, res_type, res_id, version, access())
     return formats.render_stored(found.content or "", request, headers=version_headers(found, base_url()))
 

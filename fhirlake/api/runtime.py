@@ -15,6 +15,7 @@ class Runtime:
     settings: Settings
     engine: Engine  # transactions (writes, multi-statement work)
     reader: Engine  # autocommit, for reads that are a single statement
+    key_reader: Engine  # autocommit, generic plans: lookups by primary key (read, vread)
 
 
 def runtime() -> Runtime:
