@@ -9,6 +9,7 @@ from flask import Request, Response
 
 from fhirlake.fhir.outcome import FhirError
 from fhirlake.fhir.subsetting import SUMMARY_MODES, select_elements, summarize
+from fhirlake.services.resource_body import check_no_nul
 
 JSON = "application/fhir+json"
 XML = "application/fhir+xml"
@@ -80,6 +81,7 @@ def parse_body(req: Request, *, allow_json_patch: bool = False) -> object:
         except RecursionError as exc:
             raise FhirError(400, "The document nests too deeply", code="structure") from exc
         _check_depth(value)
+        check_no_nul(raw, value)
         return value
     raise FhirError(415, f"Content-Type '{media}' is not supported; send application/fhir+json or application/fhir+xml",
                     code="not-supported")

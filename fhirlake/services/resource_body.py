@@ -10,6 +10,36 @@ from fhirlake.fhir.outcome import FhirError, Issue
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
+def check_no_nul(raw: bytes, value: object) -> None:
+    """Refuse JSON whose strings carry NUL (``\\u0000``): FHIR strings should hold no control
+    characters, and PostgreSQL text cannot store this one. ``raw`` is searched first (fast); the
+    parsed value only when it may hold one, to name where."""
+    if b"\\u0000" not in raw:
+        return
+    path = _nul_path(value, "")
+    if path is not None:
+        raise FhirError(400, "A string contains the NUL character (\\u0000)", code="value",
+                        expression=[path.lstrip(".") or "$"])
+
+
+def _nul_path(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return f"{path}.{key}"
+            found = _nul_path(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def check_type(res_type: str) -> None:
     if not structure.is_resource_type(res_type):
         raise FhirError(404, f"Unknown resource type '{res_type}'", code="not-supported")

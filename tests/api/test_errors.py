@@ -89,3 +89,26 @@ def test_invalid_ids(client: httpx.Client) -> None:
     assert r.status_code == 400
     r = client.put("/Patient/x", json=patient(), headers={**FHIR_JSON, "If-Match": "banana"})
     assert r.status_code == 400
+
+
+def test_nul_in_url_is_400_not_a_server_error(client: httpx.Client) -> None:
+    for path in ("/Patient/abc%00def", "/Patient/abc%00def/_history/1", "/Patient?name=a%00b",
+                 "/Patient?na%00me=x", "/Patient/abc%00def/_history"):
+        r = client.get(path)
+        assert r.status_code == 400, path
+        assert outcome_codes(r) == ["invalid"]
+    r = client.post("/Patient/_search", data={"name": "a\x00b"})
+    assert r.status_code in (400,), r.text
+
+
+def test_nul_in_resource_strings_is_400_naming_the_element(client: httpx.Client) -> None:
+    r = client.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "a\u0000b"}]}, headers=FHIR_JSON)
+    assert r.status_code == 400, r.text
+    assert r.json()["issue"][0]["expression"] == ["name[0].family"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "gender": "male\u0000"}, "request": {"method": "POST", "url": "Patient"}}]}
+    assert client.post("/", json=bundle, headers=FHIR_JSON).status_code == 400
+    # a literal backslash-u in text is ordinary content
+    ok = client.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "a\\u0000b"}]}, headers=FHIR_JSON)
+    assert ok.status_code == 201
+    assert client.get(f"/Patient/{ok.json()['id']}").json()["name"][0]["family"] == "a\\u0000b"

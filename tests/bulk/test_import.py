@@ -105,15 +105,16 @@ def test_bad_lines_are_reported_and_good_ones_kept(fresh, tmp_path) -> None:  # 
         orjson.dumps({"resourceType": "Patient", "gender": "male"}),  # 8: no id
         orjson.dumps(good[3]),
         orjson.dumps(good[4]),
+        orjson.dumps({"resourceType": "Patient", "id": "imp-nul", "name": [{"family": "a\u0000"}]}),  # 11: NUL
     ]
     path = tmp_path / "Mixed.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     errors = tmp_path / "errors.ndjson"
     summary = ImportRun(eng, errors, batch_size=3).load(expand_paths([path]))
-    assert summary.loaded == 5 and summary.errors == 5
+    assert summary.loaded == 5 and summary.errors == 6
     outcomes = [orjson.loads(x) for x in errors.read_bytes().splitlines()]
     lines_reported = sorted(int(o["issue"][0]["location"][0].rsplit("line ", 1)[1]) for o in outcomes)
-    assert lines_reported == [2, 4, 5, 7, 8]
+    assert lines_reported == [2, 4, 5, 7, 8, 11]
     assert all(o["resourceType"] == "OperationOutcome" and str(path) in o["issue"][0]["diagnostics"] for o in outcomes)
     with eng.connect() as conn:
         ids = {r[0] for r in conn.execute(text("SELECT res_id FROM resource WHERE res_id LIKE 'imp-%'"))}

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, text
 
 from fhirlake.fhir import structure
 from fhirlake.fhir.outcome import FhirError
-from fhirlake.services.resource_body import check_id, validate_or_raise
+from fhirlake.services.resource_body import check_id, check_no_nul, validate_or_raise
 from fhirlake.store.resources import WriteOp, stamp_meta, write_resources
 
 log = logging.getLogger("fhirlake.jobs.import")
@@ -251,6 +251,10 @@ class ImportRun:
             resource = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise _BadLine(f"not JSON: {exc}", "structure") from exc
+        try:
+            check_no_nul(line, resource)
+        except FhirError as exc:
+            raise _BadLine(f"{exc.diagnostics} at {exc.issues[0].expression[0]}", "value") from exc
         return self._op_for(resource)
 
     def _op_for(self, resource: object) -> WriteOp:
@@ -385,9 +389,14 @@ class ImportRun:
             with raw:
                 data = reader.read()
             bundle = orjson.loads(data)
+            check_no_nul(data, bundle)
         except (OSError, EOFError, orjson.JSONDecodeError) as exc:
             if report:
                 self._error(source.name, None, f"not readable JSON: {exc}", "structure")
+            return None
+        except FhirError as exc:
+            if report:
+                self._error(source.name, None, f"{exc.diagnostics} at {exc.issues[0].expression[0]}", "value")
             return None
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") not in (
                 "transaction", "batch", "collection"):
