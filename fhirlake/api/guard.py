@@ -105,9 +105,9 @@ def inline_audit() -> tuple[Any, Any]:
         return None, None
 
     def build() -> dict:
-        from fhirlake.audit import OUTCOME_UNKNOWN
+        from fhirlake.audit.record import access_columns
 
-        return _audit_record(OUTCOME_UNKNOWN).row()
+        return access_columns(access(), request.args.keys(), request.remote_addr)
 
     def written(audit_id: int, outcome: int) -> None:
         g.audit_inline_id = audit_id

@@ -53,6 +53,22 @@ def clean_param_names(names: Iterable[str]) -> list[str]:
     return list(seen)
 
 
+def _who(value: str | None) -> str | None:
+    """An identity claim fit for the table: bounded (it may be unverified), without NUL."""
+    return value[:255].replace("\x00", "") if value else None
+
+
+def access_columns(context: Any, query_params: Iterable[str], source_ip: str | None) -> dict[str, Any]:
+    """Who asked and how, for an audit row whose other columns a statement fills in itself."""
+    return {
+        "client_id": _who(getattr(context, "client_id", None)),
+        "user_id": _who(getattr(context, "user_id", None)),
+        "patient_id": _who(getattr(context, "patient_id", None)),
+        "query_params": " ".join(clean_param_names(query_params)) or None,
+        "source_ip": source_ip,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     interaction: str  # read, vread, search-type, create, login, export...

@@ -88,17 +88,18 @@ def read_current(conn: Connection, res_type: str, res_id: str) -> StoredVersion 
     return StoredVersion(row[0], res_type, res_id, row[1], row[2], row[3], row[4])
 
 
-_AUDIT_COLUMNS = ("recorded", "client_id", "user_id", "patient_id", "action", "interaction", "resource_type",
-                  "resource_ids", "query_params", "source_ip", "outcome", "outcome_desc")
-_AUDIT_VALUES = [c for c in _AUDIT_COLUMNS if c not in ("outcome", "outcome_desc")]
+# The audit row of a read by id, written by the read's own statement. Only what differs between
+# requests travels as a parameter; the time is the statement's (now()), the rest is implied.
+_READ_AUDIT_PARAMS = ("client_id", "user_id", "patient_id", "query_params", "source_ip")
 _READ_CURRENT_AUDITED = text(
     # The read runs first; the audit row records its outcome (200, 404 unknown, 410 deleted) so that a
     # plain read needs no second write.
     "WITH x AS (SELECT r.rid, v.version, v.last_updated, v.method, v.content"
     " FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
     " WHERE r.res_type = :t AND r.res_id = :i AND r.version > 0),"
-    " a AS (INSERT INTO audit_event (" + ", ".join(_AUDIT_COLUMNS) + ") SELECT "
-    + ", ".join(f":a_{c}" for c in _AUDIT_VALUES)
+    " a AS (INSERT INTO audit_event (recorded, action, interaction, resource_type, resource_ids, "
+    + ", ".join(_READ_AUDIT_PARAMS) + ", outcome, outcome_desc) SELECT now(), 'R', 'read', :t, :i, "
+    + ", ".join(f":a_{c}" for c in _READ_AUDIT_PARAMS)
     + ", CASE WHEN x.rid IS NULL THEN 404 WHEN x.method = 'delete' THEN 410 ELSE 200 END,"
     " CASE WHEN x.rid IS NULL THEN 'Not Found' WHEN x.method = 'delete' THEN 'Gone' END"
     " FROM (SELECT 1) one LEFT JOIN x ON true RETURNING id, outcome)"
@@ -110,11 +111,12 @@ def read_current_audited(conn: Connection, res_type: str, res_id: str,
                          audit_row: dict) -> tuple[StoredVersion | None, int, int]:
     """Read the current version and insert its audit row in ONE statement.
 
-    On an autocommit connection the statement commits durably on its own, so the access is on record
-    before it is answered, in a single round trip; concurrent readers share WAL flushes through
-    PostgreSQL's group commit. Returns (version or None, audit row id, outcome recorded).
+    ``audit_row`` holds the columns named in ``_READ_AUDIT_PARAMS`` (an ``AuditRecord.row()``
+    will do). On an autocommit connection the statement commits durably on its own, so the access
+    is on record before it is answered, in a single round trip; concurrent readers share WAL
+    flushes through PostgreSQL's group commit. Returns (version or None, audit row id, outcome).
     """
-    params = {"t": res_type, "i": res_id, **{f"a_{c}": audit_row[c] for c in _AUDIT_VALUES}}
+    params = {"t": res_type, "i": res_id, **{f"a_{c}": audit_row[c] for c in _READ_AUDIT_PARAMS}}
     row = conn.execute(_READ_CURRENT_AUDITED, params).one()
     if row[2] is None:
         return None, row[0], row[1]
