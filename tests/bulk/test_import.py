@@ -166,3 +166,60 @@ def test_import_over_http(bulk, engine, bulk_server) -> None:  # noqa: ANN001
     refused = bulk.post("/$import", json=outside, headers={"Content-Type": "application/fhir+json"})
     assert refused.status_code == 400 and "outside" in refused.json()["issue"][0]["diagnostics"]
     assert SYNTHEA == bulk_server.settings.import_dir
+
+
+@pytest.fixture()
+def file_server(tmp_path):  # noqa: ANN001, ANN201
+    """A real HTTP server on loopback serving ``tmp_path`` (an NDJSON host such as a bulk export's)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_http_inputs_are_downloaded_and_loaded(bulk, engine, file_server) -> None:  # noqa: ANN001
+    folder, base = file_server
+    shutil.copy(SMART_BULK / "Organization.000.ndjson.gz", folder / "Organization.000.ndjson.gz")
+    plain = [{"resourceType": "Practitioner", "id": f"http-input-{n}", "active": True} for n in range(3)]
+    (folder / "Practitioner.ndjson").write_bytes(b"\n".join(orjson.dumps(p) for p in plain) + b"\n")
+    params = {"resourceType": "Parameters", "parameter": [
+        {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+        {"name": "input", "part": [{"name": "url", "valueUrl": f"{base}/Organization.000.ndjson.gz"}]},
+        {"name": "input", "part": [{"name": "url", "valueUrl": f"{base}/Practitioner.ndjson"}]},
+        {"name": "input", "part": [{"name": "url", "valueUrl": f"{base}/missing.ndjson?X-Amz-Signature=s3cr3t"}]},
+    ]}
+    response = bulk.post("/$import", json=params, headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 202, response.text
+    done = wait_for(bulk, response.headers["Content-Location"])
+    assert done.status_code == 200, done.text
+    manifest = done.json()
+    counts = {o["type"]: o["count"] for o in manifest["output"]}
+    assert counts.get("Practitioner") == 3
+    assert counts.get("Organization", 0) + _unchanged(manifest, "Organization.000") == sum(
+        1 for _ in gzip.open(SMART_BULK / "Organization.000.ndjson.gz"))
+    # the unreachable input is reported, the others still load
+    [err] = manifest["error"]
+    outcomes = [orjson.loads(x) for x in bulk.get(err["url"]).content.splitlines()]
+    assert len(outcomes) == 1 and "missing.ndjson" in outcomes[0]["issue"][0]["diagnostics"]
+    assert "404" in outcomes[0]["issue"][0]["diagnostics"]
+    # a signed URL's query (a credential) reaches neither the error file nor the manifest
+    assert b"s3cr3t" not in bulk.get(err["url"]).content and "s3cr3t" not in done.text
+    with engine.connect() as conn:
+        stored = set(conn.execute(text("SELECT res_id FROM resource WHERE res_type = 'Practitioner'"
+                                       " AND res_id LIKE 'http-input-%' AND NOT deleted")).scalars())
+    assert stored == {p["id"] for p in plain}
+
+
+def _unchanged(manifest: dict, name: str) -> int:
+    """Resources of an input already stored unchanged (an earlier test may have loaded the same file)."""
+    return sum(i["unchanged"] for i in manifest["extension"]["inputs"] if name in i["input"])

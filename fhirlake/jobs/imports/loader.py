@@ -68,10 +68,18 @@ def _http_stream(url: str) -> IO[bytes]:
 
     # Spool to a temporary file: constant memory, and the loader can measure progress in bytes.
     spool = tempfile.TemporaryFile()
-    with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
-        response.raise_for_status()
-        for chunk in response.iter_bytes(1 << 20):
-            spool.write(chunk)
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
+            if response.status_code != 200:
+                raise OSError(f"the server answered {response.status_code} {response.reason_phrase}")
+            for chunk in response.iter_bytes(1 << 20):
+                spool.write(chunk)
+    except httpx.HTTPError as exc:  # unreachable, timed out, broken transfer: this input fails, not the run
+        spool.close()
+        raise OSError(f"download failed ({type(exc).__name__})") from exc
+    except OSError:
+        spool.close()
+        raise
     spool.seek(0)
     return spool
 

@@ -18,9 +18,10 @@ def _sources(inputs: list[dict]) -> list[Source]:
     for item in inputs:
         location = item["location"]
         if is_url(location):
-            path_part = location.split("?", 1)[0]
+            # named without its query: signed URLs carry credentials there, and names reach reports
+            path_part = location.split("#", 1)[0].split("?", 1)[0]
             kind = "bundle" if path_part.endswith((".json", ".json.gz")) else "ndjson"
-            sources.append(Source(location, kind, url=location))
+            sources.append(Source(path_part, kind, url=location))
         else:
             sources.extend(expand_paths([Path(location)]))
     return sources
