@@ -355,3 +355,31 @@ def test_concurrency_limit_answers_429(bulk, engine, bulk_server) -> None:  # no
     finally:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM job WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids})
+
+
+def test_patient_and_group_exports_list_deletions_in_their_compartments(bulk, engine) -> None:  # noqa: ANN001
+    member, other = sorted(_patients_with_encounters(engine))[-2:]
+    group = {"resourceType": "Group", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": f"Patient/{member}"}}]}
+    created = bulk.post("/Group", json=group, headers={"Content-Type": "application/fhir+json"})
+    assert created.status_code == 201
+    group_id = created.json()["id"]
+    with engine.connect() as conn:
+        def an_encounter_of(patient: str) -> str:
+            return conn.execute(text(
+                "SELECT r.res_id FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+                " WHERE r.res_type = 'Encounter' AND NOT r.deleted AND v.content::jsonb -> 'subject' ->> 'reference'"
+                " = :ref LIMIT 1"), {"ref": f"Patient/{patient}"}).scalar_one()
+        mine, theirs = an_encounter_of(member), an_encounter_of(other)
+    since = run_export(bulk, "/$export", {"_type": "Organization"})["transactionTime"]
+    time.sleep(0.01)
+    for encounter in (mine, theirs):
+        assert bulk.delete(f"/Encounter/{encounter}").status_code in (200, 204)
+
+    def deletions(path: str) -> set[str]:
+        manifest = run_export(bulk, path, {"_since": since, "_type": "Encounter,Patient"})
+        return {e["request"]["url"] for b in download_bundles(bulk, manifest) for e in b["entry"]}
+
+    assert deletions(f"/Group/{group_id}/$export") == {f"Encounter/{mine}"}
+    assert deletions("/Patient/$export") == {f"Encounter/{mine}", f"Encounter/{theirs}"}
+    assert deletions("/$export") >= {f"Encounter/{mine}", f"Encounter/{theirs}"}

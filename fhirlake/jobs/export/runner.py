@@ -374,32 +374,54 @@ def _stream_parquet(raw, cond: str, params: dict, stream, elements: list[str] | 
     return count
 
 
+def _was_in_compartment(res_type: str, res_id: str, content: str | None, patients: list[str] | None) -> bool:
+    """Whether a deleted resource, as its last version stood, belonged to one of ``patients``'
+    compartments (any patient's when None), by the same compartment parameters as live ones."""
+    if res_type == "Patient":
+        return patients is None or res_id in patients
+    if not content:
+        return False
+    from fhirlake.search.index import extract_rows
+    from fhirlake.search.registry import registry
+
+    pids = {p.pid for p in registry().compartment_params(res_type)}
+    refs = extract_rows([(0, res_type, orjson.loads(content))]).reference
+    targets = {target_id for _rid, pid, target_type, target_id, _url in refs
+               if pid in pids and target_type == "Patient"}
+    return bool(targets) if patients is None else not targets.isdisjoint(patients)
+
+
 def _write_deleted(raw, sel: Selection, folder: str | Path, check: Check,  # noqa: ANN001
                    deid: DeidStep | None = None) -> list[OutputFile]:
-    """Resources deleted since ``_since`` (system level): NDJSON of transaction Bundles with DELETE entries.
+    """Resources deleted since ``_since``: NDJSON of transaction Bundles with DELETE entries (Patient
+    and Group level: those that were in the compartment of a patient asked for).
 
     De-identified: ids are replaced by the profile's pseudonyms (entries whose id the profile removes
     are left out), so that the deletions apply to an earlier de-identified export.
     """
-    if sel.members:
-        return []  # the compartment of a deleted resource is no longer indexed (see docs/decisions.md)
     params: dict = {"types": sel.types, "since": sel.request.since_dt()}
     until = ""
     if sel.request.until:
         params["until"] = sel.request.until_dt()
         until = " AND r.last_updated <= %(until)s"
+    # Patient and Group level: the index rows of a deleted resource are gone, so its compartment
+    # is read from its last version before the deletion.
+    last_live = ", p.content" if sel.members else ", NULL"
+    join = " LEFT JOIN resource_version p ON p.rid = r.rid AND p.version = r.version - 1" if sel.members else ""
     count = 0
     with raw.cursor(name="export_deleted") as cur:
         cur.execute(
-            "SELECT r.res_type, r.res_id FROM resource r WHERE r.deleted AND r.version > 0"
+            f"SELECT r.res_type, r.res_id{last_live} FROM resource r{join} WHERE r.deleted AND r.version > 0"
             f" AND r.last_updated >= %(since)s{until} AND r.res_type = ANY(%(types)s) ORDER BY r.rid",
             params,
         )
         rows = cur.fetchall()
+    if sel.members:
+        rows = [row for row in rows if _was_in_compartment(row[0], row[1], row[2], sel.patients)]
     if not rows:
         return []
     with atomic_output(folder, "deleted.000.ndjson") as out:
-        for res_type, original_id in rows:
+        for res_type, original_id, _content in rows:
             res_id = deid.resource_id(res_type, original_id) if deid is not None else original_id
             if not res_id:
                 continue

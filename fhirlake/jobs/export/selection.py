@@ -25,6 +25,7 @@ class Selection:
     request: ExportRequest
     types: list[str]
     members: bool = False  # restrict to pg_temp.export_members
+    patients: list[str] | None = None  # with ``members``: the patients asked for (None: every patient)
     filtered_types: set[str] = field(default_factory=set)  # types restricted by export_filter
     errors: list[dict] = field(default_factory=list)  # OperationOutcomes for the error file
 
@@ -93,6 +94,7 @@ def build(sa_conn: Connection, raw: PgConnection, req: ExportRequest) -> Selecti
             patients = [p for p in members if patients is None or p in patients]
         _fill_members(raw, patients, req.include_referenced)
         sel.members = True
+        sel.patients = patients
     filters = _filters(req)
     if filters:
         _fill_filters(sa_conn, raw, filters, sel)
