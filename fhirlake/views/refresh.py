@@ -22,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import Engine, text
 
+from fhirlake.gc_pause import gc_paused
+
 from .catalog import definition_hash, select_views
 from .lake import LAYOUT, ViewLake, ViewMetadata, now_iso
 from .materialize import Deidentify, GenerationBuilder, KeyedView
@@ -71,6 +73,13 @@ def refresh_views(engine: Engine, lake_dir: Path, names: Iterable[str] | None = 
     ``deid_profile`` writes the de-identified zone ``<lake>/deid/<profile>/views`` and applies that
     profile to every resource before evaluation (``deidentify`` overrides the callable, for tests).
     """
+    with gc_paused():
+        return _refresh(engine, lake_dir, names, full, deid_profile, deidentify, catalog, progress)
+
+
+def _refresh(engine: Engine, lake_dir: Path, names: Iterable[str] | None, full: bool, deid_profile: str | None,
+             deidentify: Deidentify | None, catalog: dict[str, dict] | None,
+             progress: ProgressFn | None) -> list[RefreshResult]:
     views = select_views(list(names or []), catalog)
     lake = ViewLake.for_zone(lake_dir, deid_profile)
     if deid_profile and deidentify is None:

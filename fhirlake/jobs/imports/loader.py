@@ -29,6 +29,7 @@ from sqlalchemy import Engine, text
 
 from fhirlake.fhir import structure
 from fhirlake.fhir.outcome import FhirError
+from fhirlake.gc_pause import gc_paused
 from fhirlake.services.resource_body import check_id, check_no_nul, validate_or_raise
 from fhirlake.store.resources import WriteOp, stamp_meta, write_resources
 
@@ -186,6 +187,10 @@ class ImportRun:
     # ------------------------------------------------------------ driving
 
     def load(self, sources: list[Source]) -> Summary:
+        with gc_paused():
+            return self._load(sources)
+
+    def _load(self, sources: list[Source]) -> Summary:
         # Bundles may reference entries of other Bundles (Synthea puts shared Practitioners in one):
         # learn every urn:uuid first.
         for source in sources:
