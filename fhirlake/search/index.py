@@ -193,6 +193,22 @@ def type_indexer(res_type: str) -> Indexer:
     return index
 
 
+# The rid in rows prepared before the resource has one; replaced when the rows are written.
+PLACEHOLDER_RID = 0
+
+
+def prepare_rows(res_type: str, resource: dict) -> R.Rows:
+    """The index rows of one resource, extracted before its rid is known (see ``index_resources``).
+
+    Lets a loader extract on the thread that parses while another thread writes: extraction is
+    the larger part of the Python work of a write."""
+    rows = R.Rows()
+    type_indexer(res_type)(rows, PLACEHOLDER_RID, resource)
+    rows.string = list(dict.fromkeys(rows.string))
+    rows.token = list(dict.fromkeys(rows.token))
+    return rows
+
+
 def extract_rows(items: Sequence[tuple[int, str, dict]]) -> R.Rows:
     rows = R.Rows()
     for rid, res_type, resource in items:
@@ -219,36 +235,42 @@ def remove_index(conn: Connection, rids: Sequence[int]) -> None:
         conn.exec_driver_sql(_DELETE_ALL, {"r": list(rids)})
 
 
-def write_rows(conn: Connection, rows: R.Rows, cursor: psycopg.Cursor | None = None) -> None:
+def write_rows(conn: Connection, rows: R.Rows, cursor: psycopg.Cursor | None = None,
+               prepared: Sequence[tuple[int, R.Rows]] = ()) -> None:
+    """COPY ``rows``, and the ``prepared`` rows of each (rid, rows) with that rid filled in."""
     if cursor is None:
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
-            _copy_rows(cur, rows)
+            _copy_rows(cur, rows, prepared)
     else:
-        _copy_rows(cursor, rows)
+        _copy_rows(cursor, rows, prepared)
 
 
-def _copy_rows(cur: psycopg.Cursor, rows: R.Rows) -> None:
+def _copy_rows(cur: psycopg.Cursor, rows: R.Rows, prepared: Sequence[tuple[int, R.Rows]]) -> None:
     for table, columns in TABLE_COLUMNS.items():
         data = getattr(rows, table)
-        if not data:
+        if not data and not any(getattr(more, table) for _rid, more in prepared):
             continue
         with cur.copy(f"COPY sp_{table} ({columns}) FROM STDIN") as copy:
             write_row = copy.write_row
             for row in data:
                 write_row(row)
+            for rid, more in prepared:
+                for row in getattr(more, table):
+                    write_row((rid, *row[1:]))
 
 
 def index_resources(conn: Connection, items: Sequence[tuple[int, str, dict]], replace: bool = True,
-                    cursor: psycopg.Cursor | None = None) -> None:
+                    cursor: psycopg.Cursor | None = None, prepared: Sequence[tuple[int, R.Rows]] = ()) -> None:
     """(Re)index resources: replaces all index rows of these rids. ``replace=False`` skips the
-    delete for rids known to be new (bulk create). ``cursor``: the caller's cursor, reused."""
-    if not items:
+    delete for rids known to be new (bulk create). ``cursor``: the caller's cursor, reused.
+    ``prepared``: (rid, rows from ``prepare_rows``) of more resources, indexed alike."""
+    if not items and not prepared:
         return
     rows = extract_rows(items)
     if replace:
-        remove_index(conn, [rid for rid, _t, _r in items])
-    write_rows(conn, rows, cursor)
+        remove_index(conn, [rid for rid, _t, _r in items] + [rid for rid, _rows in prepared])
+    write_rows(conn, rows, cursor, prepared)
 
 
 REINDEX_STATE = "all"

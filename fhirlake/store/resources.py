@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -48,6 +49,8 @@ class WriteOp:
     expected_version: int | None = None
     # create-only: fail with 409 instead of updating when the id already exists
     must_be_new: bool = False
+    # search index rows of ``resource`` extracted in advance (fhirlake.search.index.prepare_rows)
+    index_rows: Any = None
 
 
 def new_id() -> str:
@@ -238,6 +241,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     results: list[StoredVersion] = []
     version_rows: list[dict] = []
     to_index: list[tuple[int, str, dict]] = []
+    to_index_prepared: list[tuple[int, Any]] = []
     to_unindex: list[int] = []
     for op, seq in zip(ops, seqs, strict=True):
         state = existing.get((op.res_type, op.res_id))
@@ -266,7 +270,10 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
             method = "create" if not live and version == 0 else ("update" if live else "create")
             stamped = stamp_meta(op.resource, new_version, now_text)
             content = orjson.dumps(stamped).decode()
-            to_index.append((rid, op.res_type, stamped))
+            if op.index_rows is not None:
+                to_index_prepared.append((rid, op.index_rows))
+            else:
+                to_index.append((rid, op.res_type, stamped))
         version_rows.append(
             {
                 "rid": rid,
@@ -289,7 +296,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
         if version_rows:
             _insert_versions(conn, cur, version_rows)
         if index:
-            _update_indexes(conn, cur, to_index, to_unindex, fresh)
+            _update_indexes(conn, cur, to_index, to_index_prepared, to_unindex, fresh)
     return results
 
 
@@ -319,7 +326,7 @@ def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) ->
 
 
 def _update_indexes(conn: Connection, cur: psycopg.Cursor, to_index: list[tuple[int, str, dict]],
-                    to_unindex: list[int], fresh: set[int]) -> None:
+                    prepared: list[tuple[int, Any]], to_unindex: list[int], fresh: set[int]) -> None:
     """Search index rows change in the same transaction as the resource (DESIGN.md: Storage)."""
     from fhirlake.search.index import index_resources, remove_index
 
@@ -327,7 +334,9 @@ def _update_indexes(conn: Connection, cur: psycopg.Cursor, to_index: list[tuple[
         remove_index(conn, to_unindex)
     new = [item for item in to_index if item[0] in fresh]
     old = [item for item in to_index if item[0] not in fresh]
-    if new:
-        index_resources(conn, new, replace=False, cursor=cur)
-    if old:
-        index_resources(conn, old, cursor=cur)
+    new_prepared = [item for item in prepared if item[0] in fresh]
+    old_prepared = [item for item in prepared if item[0] not in fresh]
+    if new or new_prepared:
+        index_resources(conn, new, replace=False, cursor=cur, prepared=new_prepared)
+    if old or old_prepared:
+        index_resources(conn, old, cursor=cur, prepared=old_prepared)

@@ -223,3 +223,41 @@ def test_http_inputs_are_downloaded_and_loaded(bulk, engine, file_server) -> Non
 def _unchanged(manifest: dict, name: str) -> int:
     """Resources of an input already stored unchanged (an earlier test may have loaded the same file)."""
     return sum(i["unchanged"] for i in manifest["extension"]["inputs"] if name in i["input"])
+
+
+def _index_rows_in_db(eng) -> dict[str, list[tuple]]:  # noqa: ANN001
+    from fhirlake.search.index import TABLE_COLUMNS
+
+    with eng.connect() as conn:
+        return {table: sorted(tuple(r) for r in conn.exec_driver_sql(
+            f"SELECT {columns} FROM sp_{table} x WHERE x.rid IN (SELECT rid FROM resource WHERE NOT deleted)"))
+            for table, columns in TABLE_COLUMNS.items()}
+
+
+def test_rows_indexed_by_the_importer_equal_a_reindex(tmp_path) -> None:  # noqa: ANN001
+    """The importer extracts index rows ahead of the write (rid filled in later); the rows must be
+    exactly those that indexing the stored resources again gives, after creates and after updates."""
+    from fhirlake.search.index import reindex
+
+    name = create_database("fhirlake_import_index")
+    eng = make_engine(f"{PG_SERVER}/{name}", pool_size=2)
+    try:
+        upgrade(eng)
+        sources = [s for s in expand_paths([SMART_BULK]) if not s.name.endswith("log.ndjson.gz")]
+        assert ImportRun(eng, None, batch_size=50).load(sources).errors == 0
+        # an update of every Patient, in a second file: their old rows must go, the new ones come
+        patients = [orjson.loads(x) for x in gzip.open(SMART_BULK / "Patient.000.ndjson.gz")]
+        for p in patients:
+            p["name"] = [{"family": "Renamed", "given": [p["id"][:8]]}]
+            p["birthDate"] = "1970-01-01"
+        changed = tmp_path / "Patient.ndjson"
+        changed.write_bytes(b"\n".join(orjson.dumps(p) for p in patients) + b"\n")
+        summary = ImportRun(eng, None, batch_size=7).load(expand_paths([changed]))
+        assert summary.loaded == len(patients) and summary.errors == 0
+        imported = _index_rows_in_db(eng)
+        assert len({r[0] for r in imported["string"] if r[3] == "renamed"}) == len(patients)
+        reindex(eng, restart=True)
+        assert _index_rows_in_db(eng) == imported
+    finally:
+        eng.dispose()
+        drop_database(name)

@@ -30,6 +30,7 @@ from sqlalchemy import Engine, text
 from fhirlake.fhir import structure
 from fhirlake.fhir.outcome import FhirError
 from fhirlake.gc_pause import gc_paused
+from fhirlake.search.index import prepare_rows
 from fhirlake.services.resource_body import check_id, check_no_nul, validate_or_raise
 from fhirlake.store.resources import WriteOp, stamp_meta, write_resources
 
@@ -151,6 +152,7 @@ class ImportRun:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._error_lock = threading.Lock()
+        self._extract_early = True  # see _load_ndjson; off while batches turn out unchanged
 
     # ------------------------------------------------------------ errors
 
@@ -240,8 +242,14 @@ class ImportRun:
                 if key in keys:  # the same resource twice in one batch: write the first batch now
                     self._flush(source.name, batch)
                     keys.clear()
-                # No '?' anywhere in the line: no conditional reference, no need to walk the resource.
-                batch.append(_Item(number, op, None if b"?" in line or b"\\u" in line else set()))
+                # No '?' anywhere in the line: no conditional reference, no need to walk the resource,
+                # and its content is final: its index rows can be extracted here, while the writer
+                # thread has the database busy with the previous batch. Not when the last batch
+                # written changed nothing (a re-import): the extraction would be wasted.
+                refs = None if b"?" in line or b"\\u" in line else set()
+                if refs is not None and self._extract_early:
+                    op.index_rows = prepare_rows(op.res_type, op.resource)  # type: ignore[arg-type]
+                batch.append(_Item(number, op, refs))
                 keys.add(key)
                 if len(batch) >= self.batch_size:
                     self._flush(source.name, batch)
@@ -312,6 +320,7 @@ class ImportRun:
                 todo = self._changed(conn, good)
                 write_resources(conn, [i.op for i in todo])
             self._count(todo, len(good) - len(todo))
+            self._extract_early = bool(todo) or not good
             return
         except Exception:  # noqa: BLE001 - find the bad resource(s), keep the good ones
             pass
