@@ -42,8 +42,9 @@ def raw_copy(url: str, folder: Path) -> tuple[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", type=Path, default=SYNTHEA)
-    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the importer's own")
     args = ap.parse_args()
+    sizing = {"batch_size": args.batch_size} if args.batch_size else {}
     name = f"fhirlake_bench_import_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
@@ -53,11 +54,11 @@ def main() -> None:
         upgrade(engine)
         n_raw, raw_s = raw_copy(url, args.folder)
         start = time.perf_counter()
-        summary = ImportRun(engine, None, batch_size=args.batch_size).load(expand_paths([args.folder]))
+        summary = ImportRun(engine, None, **sizing).load(expand_paths([args.folder]))
         import_s = time.perf_counter() - start
         n = summary.loaded + summary.unchanged
         start = time.perf_counter()
-        again = ImportRun(engine, None, batch_size=args.batch_size).load(expand_paths([args.folder]))
+        again = ImportRun(engine, None, **sizing).load(expand_paths([args.folder]))
         reimport_s = time.perf_counter() - start
         engine.dispose()
         print(f"resources: {n} (errors {summary.errors})")

@@ -97,9 +97,9 @@ def export(ctx: click.Context, types: tuple[str, ...], since: str | None, until:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--errors", "error_file", type=click.Path(path_type=Path), default=Path("import-errors.ndjson"),
               show_default=True, help="Where bad lines are reported (NDJSON of OperationOutcomes).")
-@click.option("--batch-size", default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="resources per transaction [default: 2000]")
 @click.pass_context
-def import_(ctx: click.Context, paths: tuple[Path, ...], error_file: Path, batch_size: int) -> None:
+def import_(ctx: click.Context, paths: tuple[Path, ...], error_file: Path, batch_size: int | None) -> None:
     """Load NDJSON / NDJSON.gz files, folders of them, or folders of transaction Bundles."""
     from fhirlake.jobs.imports.loader import ImportRun, expand_paths
 
@@ -108,7 +108,8 @@ def import_(ctx: click.Context, paths: tuple[Path, ...], error_file: Path, batch
     total_bytes = sum(s.size for s in sources)
     logging.getLogger("fhirlake").setLevel(logging.WARNING)
     with click.progressbar(length=max(total_bytes, 1), label="importing") as bar:
-        run = ImportRun(engine, error_file, batch_size=batch_size, progress_bytes=bar.update)
+        sizing = {"batch_size": batch_size} if batch_size else {}
+        run = ImportRun(engine, error_file, progress_bytes=bar.update, **sizing)
         summary = run.load(sources)
     click.echo(f"imported {summary.loaded} resources ({summary.unchanged} unchanged) from {len(sources)} inputs;"
                f" {summary.errors} problems" + (f" reported in {error_file}" if summary.errors else ""))

@@ -261,3 +261,11 @@ def test_rows_indexed_by_the_importer_equal_a_reindex(tmp_path) -> None:  # noqa
     finally:
         eng.dispose()
         drop_database(name)
+
+
+def test_cli_refuses_a_batch_size_below_one(fresh) -> None:  # noqa: ANN001
+    from fhirlake.cli.main import cli
+
+    url, _eng = fresh
+    result = CliRunner().invoke(cli, ["--database-url", url, "import", str(SMART_BULK), "--batch-size", "0"])
+    assert result.exit_code == 2 and "--batch-size" in result.output
