@@ -41,7 +41,8 @@ class AuthServices:
 def install_auth(app: Flask, settings: Any, engine: Engine) -> AuthServices:
     """Create the process's Authenticator, TokenService and AuditWriter and attach them to ``app``."""
     authenticator = Authenticator(AuthConfig.from_settings(settings), engine)
-    services = AuthServices(settings, authenticator, TokenService(authenticator, engine), AuditWriter(engine, synchronous=getattr(settings, "audit_durability", "sync") != "async"))
+    writer = AuditWriter(engine, synchronous=settings.audit_durability == "sync")
+    services = AuthServices(settings, authenticator, TokenService(authenticator, engine), writer)
     app.extensions[EXTENSION] = services
     return services
 

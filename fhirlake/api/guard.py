@@ -202,11 +202,7 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
         inline_id = getattr(g, "audit_inline_id", None)
         if inline_id is not None:  # durable already: its statement committed with the read
             if status != getattr(g, "audit_inline_outcome", None):  # e.g. 304, or a rendering error
-                from fhirlake.audit import AuditRecord, PendingAudit
-
-                written = PendingAudit(AuditRecord.for_request(access(), g.audit_interaction, 0))
-                written._finish(inline_id)
-                writer.complete(written, status, desc)
+                writer.complete_row(inline_id, status, desc)
             return response
         try:
             if pending is None:  # a write refused before its transaction, or no phase 1

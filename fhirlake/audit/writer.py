@@ -202,8 +202,16 @@ class AuditWriter:
             raise AuditError("the access record is not durable yet: wait() for it first")
         pending.completed = True
         ids = (" ".join(resource_ids) or None) if resource_ids is not None else None
+        self._queue_outcome(_Outcome(pending.audit_id, int(status), clean_desc(desc), ids))
+
+    def complete_row(self, audit_id: int, status: int, desc: str | None = None) -> None:
+        """Queue the outcome of an access whose row is already committed (a read's own statement
+        wrote it); returns at once."""
+        self._queue_outcome(_Outcome(audit_id, int(status), clean_desc(desc), None))
+
+    def _queue_outcome(self, outcome: _Outcome) -> None:
         self._ensure_thread()
-        self._queue.put(_Outcome(pending.audit_id, int(status), clean_desc(desc), ids))
+        self._queue.put(outcome)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""

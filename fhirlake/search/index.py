@@ -204,15 +204,17 @@ def prepare_rows(res_type: str, resource: dict) -> R.Rows:
     the larger part of the Python work of a write."""
     rows = R.Rows()
     type_indexer(res_type)(rows, PLACEHOLDER_RID, resource)
-    rows.string = list(dict.fromkeys(rows.string))
-    rows.token = list(dict.fromkeys(rows.token))
-    return rows
+    return _without_duplicates(rows)
 
 
 def extract_rows(items: Sequence[tuple[int, str, dict]]) -> R.Rows:
     rows = R.Rows()
     for rid, res_type, resource in items:
         type_indexer(res_type)(rows, rid, resource)
+    return _without_duplicates(rows)
+
+
+def _without_duplicates(rows: R.Rows) -> R.Rows:
     # A CodeableConcept's text often repeats its codings' display: drop exact duplicates.
     rows.string = list(dict.fromkeys(rows.string))
     rows.token = list(dict.fromkeys(rows.token))

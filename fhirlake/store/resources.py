@@ -11,13 +11,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 import psycopg
 from sqlalchemy import Connection, text
 
 from fhirlake.fhir.outcome import FhirError
+
+if TYPE_CHECKING:
+    from fhirlake.search.rows import Rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,7 @@ class WriteOp:
     # create-only: fail with 409 instead of updating when the id already exists
     must_be_new: bool = False
     # search index rows of ``resource`` extracted in advance (fhirlake.search.index.prepare_rows)
-    index_rows: Any = None
+    index_rows: Rows | None = None
 
 
 def new_id() -> str:
@@ -114,8 +117,8 @@ def read_current_audited(conn: Connection, res_type: str, res_id: str,
                          audit_row: dict) -> tuple[StoredVersion | None, int, int]:
     """Read the current version and insert its audit row in ONE statement.
 
-    ``audit_row`` holds the columns named in ``_READ_AUDIT_PARAMS`` (an ``AuditRecord.row()``
-    will do). On an autocommit connection the statement commits durably on its own, so the access
+    ``audit_row`` holds the columns named in ``_READ_AUDIT_PARAMS``
+    (``fhirlake.audit.record.access_columns``). On an autocommit connection the statement commits durably on its own, so the access
     is on record before it is answered, in a single round trip; concurrent readers share WAL
     flushes through PostgreSQL's group commit. Returns (version or None, audit row id, outcome).
     """
@@ -241,7 +244,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     results: list[StoredVersion] = []
     version_rows: list[dict] = []
     to_index: list[tuple[int, str, dict]] = []
-    to_index_prepared: list[tuple[int, Any]] = []
+    to_index_prepared: list[tuple[int, Rows]] = []
     to_unindex: list[int] = []
     for op, seq in zip(ops, seqs, strict=True):
         state = existing.get((op.res_type, op.res_id))
@@ -326,7 +329,7 @@ def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) ->
 
 
 def _update_indexes(conn: Connection, cur: psycopg.Cursor, to_index: list[tuple[int, str, dict]],
-                    prepared: list[tuple[int, Any]], to_unindex: list[int], fresh: set[int]) -> None:
+                    prepared: list[tuple[int, Rows]], to_unindex: list[int], fresh: set[int]) -> None:
     """Search index rows change in the same transaction as the resource (DESIGN.md: Storage)."""
     from fhirlake.search.index import index_resources, remove_index
 

@@ -15,7 +15,6 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,7 +37,6 @@ from .parts import (
 
 KEY_COLUMN = "fhirlake_resource_key"
 PART_ROWS = 131_072  # rows per part file (one row group each)
-CARRY_THREADS = 1  # parts rewritten at a time
 MAX_PARTS = 64  # more parts than this after an incremental refresh: merge them
 
 Deidentify = Callable[[dict], dict | None]
@@ -156,14 +154,10 @@ class GenerationBuilder:
         """Keep every row of the previous generation whose resource key is not in ``removed_keys``.
 
         A part without a removed key is hard-linked (no copy, no rewrite); the others are filtered
-        and rewritten (``CARRY_THREADS`` at a time). Returns the number of rows dropped.
+        and rewritten, one after the other (the refresh runs several views' carry-overs at once).
+        Returns the number of rows dropped.
         """
-        live = [p for p in parts if p.rows]
-        if CARRY_THREADS > 1:
-            with ThreadPoolExecutor(max_workers=CARRY_THREADS) as pool:
-                kept = list(pool.map(lambda part: self._carry_part(previous_dir, part, removed_keys), live))
-        else:
-            kept = [self._carry_part(previous_dir, part, removed_keys) for part in live]
+        kept = [self._carry_part(previous_dir, part, removed_keys) for part in parts if part.rows]
         carried = [new_part for new_part, _ in kept if new_part is not None]
         with self._parts_lock:
             self.parts[0:0] = carried  # old rows first, as a full rebuild would order them

@@ -33,15 +33,8 @@ _CURRENT_OF_TYPE = (
     "SELECT v.content FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
     " WHERE r.res_type = %s AND NOT r.deleted"
 )
-# The current state (content, or NULL once deleted) of every resource of the given types that a
-# transaction invisible to the previous snapshot changed (one query for all the types of a run).
-_CHANGED_OF_TYPES = (
-    "SELECT r.res_type, r.res_id, CASE WHEN r.deleted THEN NULL ELSE v.content END"
-    " FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
-    " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = ANY(%s)"
-    " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot))"
-)
-# The same set, keys only (small rows, fast): lets part rewrites start before contents arrive.
+# The keys of every resource of the given types that a transaction invisible to the previous
+# snapshot changed (small rows, fast: part rewrites start before the contents arrive).
 _CHANGED_KEYS_OF_TYPES = (
     "SELECT r.res_type, r.res_id, r.rid, r.deleted FROM resource r"
     " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = ANY(%s)"
@@ -57,12 +50,6 @@ def lock_key(zone: str, name: str) -> int:
     """Advisory-lock key of one materialized view (one refresh of a view at a time)."""
     value = zlib.crc32(f"fhirlake-view:{zone}:{name}".encode())
     return value - (1 << 32) if value >= (1 << 31) else value
-
-
-@dataclass
-class Changes:
-    removed: list[str]  # keys of every changed resource: their old rows go
-    live: list[bytes]  # current content of the changed resources that still exist
 
 
 class Snapshot:
@@ -96,26 +83,8 @@ class Snapshot:
                     return
                 yield [row[0].encode() for row in rows]
 
-    def changes(self, res_type: str, since: str) -> Changes:
-        """What changed for ``res_type`` between watermark ``since`` (a snapshot) and this snapshot."""
-        return self.changes_of_types([res_type], since)[res_type]
-
-    def changes_of_types(self, res_types: list[str], since: str) -> dict[str, Changes]:
-        """``changes`` for several types at once: one query, one round trip per fetch."""
-        found = {t: Changes([], []) for t in res_types}
-        with self.conn.cursor(name=f"fl_chg_{uuid.uuid4().hex[:8]}") as cursor:
-            cursor.itersize = FETCH_ROWS
-            cursor.execute(_CHANGED_OF_TYPES, (list(res_types), since, since))
-            for res_type, res_id, content in cursor:
-                changes = found[res_type]
-                changes.removed.append(res_id)
-                if content is not None:
-                    changes.live.append(content.encode())
-        return found
-
-
     def changed_keys(self, res_types: list[str], since: str) -> ChangedKeys:
-        """The keys of what changed since ``since`` (first half of ``changes_of_types``)."""
+        """The keys of what changed between watermark ``since`` (a snapshot) and this snapshot."""
         found = ChangedKeys({t: [] for t in res_types}, [])
         with self.conn.cursor() as cursor:
             for res_type, res_id, rid, deleted in cursor.execute(_CHANGED_KEYS_OF_TYPES, (list(res_types), since, since)):
@@ -125,7 +94,7 @@ class Snapshot:
         return found
 
     def live_contents(self, keys: ChangedKeys) -> dict[str, list[bytes]]:
-        """The current content of the changed resources that still exist, by type (second half)."""
+        """The current content of the changed resources that still exist, by type."""
         lines: dict[str, list[bytes]] = {t: [] for t in keys.removed}
         if not keys.live_rids:
             return lines

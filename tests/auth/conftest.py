@@ -115,3 +115,21 @@ def now() -> int:
 @pytest.fixture
 def tmp_jwks_file(tmp_path: Path) -> Path:
     return tmp_path / "jwks.json"
+
+
+def run_in_threads(work: Any, threads_n: int) -> list[BaseException]:
+    """Run ``work(n)`` on ``threads_n`` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test, not lost in a thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

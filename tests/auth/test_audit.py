@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,6 +23,7 @@ from fhirlake.audit import (
 from fhirlake.auth import AccessContext, parse_scopes
 from fhirlake.store.db import make_engine
 from fhirlake.store.schema import audit_event
+from tests.auth.conftest import run_in_threads
 
 
 def marker() -> str:
@@ -40,23 +40,15 @@ def test_group_commit_loses_nothing_under_concurrency(engine: Engine, synchronou
     writer = AuditWriter(engine, synchronous=synchronous)
     client_id = marker()
     threads_n, per_thread = 16, 40
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for i in range(per_thread):
-                writer.record(AuditRecord("read", 200, "Patient", (f"p{n}-{i}",), client_id=client_id))
-                # durable on return: visible to any other connection at once
-                if i == per_thread - 1:
-                    assert count_for(engine, client_id) >= i + 1
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(per_thread):
+            writer.record(AuditRecord("read", 200, "Patient", (f"p{n}-{i}",), client_id=client_id))
+            # durable on return: visible to any other connection at once
+            if i == per_thread - 1:
+                assert count_for(engine, client_id) >= i + 1
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(work, threads_n)
     writer.close()
     assert errors == []
     assert count_for(engine, client_id) == threads_n * per_thread

@@ -12,7 +12,6 @@ import gzip
 import json
 import random
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from fhirlake.audit import OUTCOME_UNKNOWN, AuditRecord, AuditWriter, audit_even
 from fhirlake.config import Settings
 from fhirlake.store.schema import audit_event
 
-from .conftest import SigningKey, jwks_of, now
+from .conftest import SigningKey, jwks_of, now, run_in_threads
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -99,23 +98,15 @@ def test_concurrent_requests_get_their_own_outcome_and_share_commits(engine: Eng
     client_id = marker()
     statuses = (200, 404, 500, 403)
     threads_n, per_thread = 16, 25
-    errors: list[BaseException] = []
 
     def request(n: int) -> None:
         rng = random.Random(n)
-        try:
-            for i in range(per_thread):
-                pending = writer.submit(started(client_id, f"t{n}-{i}"))
-                time.sleep(rng.random() * 0.004)  # the request's own work, overlapping the commit
-                writer.finish(pending, statuses[(n + i) % 4])
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(per_thread):
+            pending = writer.submit(started(client_id, f"t{n}-{i}"))
+            time.sleep(rng.random() * 0.004)  # the request's own work, overlapping the commit
+            writer.finish(pending, statuses[(n + i) % 4])
 
-    threads = [threading.Thread(target=request, args=(n,)) for n in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(request, threads_n)
     writer.close()
     assert errors == []
     rows = rows_of(engine, client_id)

@@ -128,7 +128,7 @@ class _Item:
 
 
 # A batch is one transaction; two are in memory at once (one parsed, one being written). Larger
-# batches spread the per-batch queries over more resources (1,000 -> 2,000: +8-10% measured with
+# batches spread the per-batch queries over more resources (1,000 -> 2,000: +5-10% measured with
 # bench/bench_import.py); the byte bound keeps batches of large resources (claims, bundles of
 # observations) within tens of MB.
 BATCH_SIZE = 2000
