@@ -269,3 +269,32 @@ def test_cli_refuses_a_batch_size_below_one(fresh) -> None:  # noqa: ANN001
     url, _eng = fresh
     result = CliRunner().invoke(cli, ["--database-url", url, "import", str(SMART_BULK), "--batch-size", "0"])
     assert result.exit_code == 2 and "--batch-size" in result.output
+
+
+def test_batches_written_concurrently_keep_the_input_order(fresh, tmp_path) -> None:  # noqa: ANN001
+    """Two batches are written at once. The last line about a resource must still win, and a
+    conditional reference must find a resource loaded by an earlier batch still in flight."""
+    _url, eng = fresh
+    lines = []
+    for round_ in range(40):  # one line per batch: each line's batch is in flight with the next one's
+        lines.append({"resourceType": "Organization", "id": f"conc-org-{round_}",
+                      "identifier": [{"system": "urn:conc", "value": f"org-{round_}"}]})
+        lines.append({"resourceType": "Patient", "id": f"conc-p-{round_}", "gender": "female",
+                      "managingOrganization": {"reference": f"Organization?identifier=urn:conc|org-{round_}"}})
+        for step in "ab":
+            lines.append({"resourceType": "Patient", "id": "conc-same", "gender": "male",
+                          "name": [{"family": f"Round{round_}{step}"}]})
+    path = tmp_path / "Concurrent.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    summary = ImportRun(eng, None, batch_size=1).load(expand_paths([path]))
+    assert summary.errors == 0 and summary.loaded == len(lines)
+    with eng.connect() as conn:
+        version, content = conn.execute(text(
+            "SELECT v.version, v.content FROM resource r JOIN resource_version v ON v.rid = r.rid"
+            " AND v.version = r.version WHERE r.res_type = 'Patient' AND r.res_id = 'conc-same'")).one()
+        refs = dict(conn.execute(text(
+            "SELECT r.res_id, v.content::jsonb #>> '{managingOrganization,reference}' FROM resource r"
+            " JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
+            " WHERE r.res_type = 'Patient' AND r.res_id LIKE 'conc-p-%'")).all())
+    assert version == 80 and orjson.loads(content)["name"][0]["family"] == "Round39b"
+    assert refs == {f"conc-p-{n}": f"Organization/conc-org-{n}" for n in range(40)}

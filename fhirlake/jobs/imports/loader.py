@@ -18,6 +18,7 @@ import gzip
 import io
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -133,6 +134,8 @@ class _Item:
 # observations) within tens of MB.
 BATCH_SIZE = 2000
 BATCH_BYTES = 16 << 20
+# Two transactions in flight let PostgreSQL use both cores while this process parses.
+WRITERS = 2
 
 
 class _BadLine(Exception):
@@ -157,10 +160,11 @@ class ImportRun:
         self._urns: dict[str, str] = {}  # urn:uuid fullUrl -> Type/id across all Bundles of the run
         self._errors_path = error_sink if isinstance(error_sink, Path) else None
         self._errors: IO[bytes] | None = error_sink if error_sink is not None and not isinstance(error_sink, Path) else None
-        # Batches are written on one helper thread while the next one is parsed and validated:
-        # the database works on the other core. At most one batch is in flight, in input order.
+        # Batches are written on helper threads while the next one is parsed and validated, so
+        # that PostgreSQL works while Python parses. Up to WRITERS batches are in flight at once,
+        # each in its own transaction; see _flush for what keeps them independent.
         self._writer: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
+        self._in_flight: deque[tuple[Future, set[tuple[str, str]]]] = deque()
         self._error_lock = threading.Lock()
         self._extract_early = True  # see _load_ndjson; off while batches turn out unchanged
 
@@ -311,21 +315,36 @@ class ImportRun:
     # ------------------------------------------------------------ writing
 
     def _flush(self, source: str, batch: list[_Item]) -> None:
-        """Hand the batch to the writer thread (after the previous batch is written)."""
+        """Hand the batch to a writer thread.
+
+        Batches in flight together must not depend on each other: none may hold a resource that
+        an earlier one in flight also holds (the later version must win), and a batch that may
+        carry conditional references resolves them only after every earlier batch has committed
+        (it may refer to their resources). Otherwise it waits for the earlier batches first.
+        """
         if not batch:
             return
         items = list(batch)
         batch.clear()
-        self._drain()
+        keys = {(item.op.res_type, item.op.res_id) for item in items}
+        if any(item.refs != set() for item in items) or any(keys & other for _, other in self._in_flight):
+            self._drain()
+        while len(self._in_flight) >= WRITERS:
+            self._in_flight.popleft()[0].result()
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="fhirlake-import-writer")
-        self._pending = self._writer.submit(self._write_batch, source, items)
+            self._writer = ThreadPoolExecutor(WRITERS, thread_name_prefix="fhirlake-import-writer")
+        self._in_flight.append((self._writer.submit(self._write_batch, source, items), keys))
 
     def _drain(self) -> None:
-        """Wait for the batch in flight; its exception, if any, is raised here."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        """Wait for every batch in flight, oldest first; the first exception is raised here."""
+        first: BaseException | None = None
+        while self._in_flight:
+            try:
+                self._in_flight.popleft()[0].result()
+            except BaseException as exc:  # noqa: BLE001 - wait for the others before raising
+                first = first or exc
+        if first is not None:
+            raise first
 
     def _write_batch(self, source: str, items: list[_Item]) -> None:
         good = self._resolve_references(source, items)
@@ -351,10 +370,11 @@ class ImportRun:
                             "exception")
 
     def _count(self, written: list[_Item], unchanged: int) -> None:
-        self.summary.loaded += len(written)
-        self.summary.unchanged += unchanged
-        for item in written:
-            self.summary.per_type[item.op.res_type] = self.summary.per_type.get(item.op.res_type, 0) + 1
+        with self._error_lock:  # writer threads count concurrently
+            self.summary.loaded += len(written)
+            self.summary.unchanged += unchanged
+            for item in written:
+                self.summary.per_type[item.op.res_type] = self.summary.per_type.get(item.op.res_type, 0) + 1
 
     def _changed(self, conn, items: list[_Item]) -> list[_Item]:  # noqa: ANN001
         """Drop resources whose stored current version already has this exact content."""
