@@ -190,10 +190,10 @@ def _lock_existing_many(conn: Connection, types: list[str], ids: list[str]) -> d
     rows = conn.execute(
         text(
             "SELECT r.res_type, r.res_id, r.rid, r.version, r.deleted FROM resource r"
-            " JOIN unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS u(t, i)"
+            " JOIN unnest(string_to_array(:types, ','), string_to_array(:ids, ',')) AS u(t, i)"
             " ON r.res_type = u.t AND r.res_id = u.i ORDER BY r.rid FOR UPDATE OF r"
         ),
-        {"types": types, "ids": ids},
+        {"types": _joined(types), "ids": _joined(ids)},
     )
     return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
 
@@ -206,6 +206,9 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     """
     if not ops:
         return []
+    for op in ops:  # ids travel comma-joined (_joined); a valid FHIR id has no comma
+        if "," in op.res_id or not op.res_id:
+            raise FhirError(400, f"'{op.res_id}' is not a valid FHIR id", code="value")
     now = _now_ms()
     now_text = format_instant(now)
     existing = _lock_existing_many(conn, [op.res_type for op in ops], [op.res_id for op in ops])
@@ -221,14 +224,14 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
         rows = conn.execute(
             text(
                 "INSERT INTO resource (res_type, res_id, version, seq, last_updated, deleted)"
-                " SELECT t, i, 0, s, :now, true FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[]),"
-                " CAST(:seqs AS bigint[])) AS u(t, i, s)"
+                " SELECT t, i, 0, s, :now, true FROM unnest(string_to_array(:types, ','), string_to_array(:ids, ','),"
+                " CAST(string_to_array(:seqs, ',') AS bigint[])) AS u(t, i, s)"
                 " ON CONFLICT (res_type, res_id) DO NOTHING RETURNING res_type, res_id, rid"
             ),
             {
-                "types": [op.res_type for op in missing],
-                "ids": [op.res_id for op in missing],
-                "seqs": seqs,
+                "types": _joined([op.res_type for op in missing]),
+                "ids": _joined([op.res_id for op in missing]),
+                "seqs": _joined(seqs),
                 "now": now,
             },
         )
@@ -303,6 +306,13 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     return results
 
 
+def _joined(values: Sequence[object]) -> str:
+    """Values for ``string_to_array(:x, ',')``: adapting a Python list of thousands of values as
+    an array parameter costs more than the query. Only for values that never hold a comma
+    (resource types, checked ids, numbers, write methods)."""
+    return ",".join(map(str, values))
+
+
 def _next_seqs(conn: Connection, n: int) -> list[int]:
     return list(conn.execute(text("SELECT nextval('change_seq') FROM generate_series(1, :n)"), {"n": n}).scalars())
 
@@ -315,16 +325,17 @@ def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) ->
         for r in rows:
             copy.write_row((r["rid"], r["version"], r["res_type"], r["res_id"], r["seq"], r["last_updated"],
                             r["method"], r["content"]))
-    cols = {k: [r[k] for r in rows] for k in ("rid", "version", "seq", "last_updated", "method")}
+    # Every version of one write has the same instant: it travels once.
+    cols = {k: _joined([r[k] for r in rows]) for k in ("rid", "version", "seq", "method")}
     conn.execute(
         text(
-            "UPDATE resource r SET version = u.version, seq = u.seq, last_updated = u.last_updated,"
+            "UPDATE resource r SET version = u.version, seq = u.seq, last_updated = :last_updated,"
             " deleted = (u.method = 'delete')"
-            " FROM unnest(CAST(:rid AS bigint[]), CAST(:version AS int[]), CAST(:seq AS bigint[]),"
-            " CAST(:last_updated AS timestamptz[]), CAST(:method AS text[])) AS u(rid, version, seq, last_updated, method)"
-            " WHERE r.rid = u.rid"
+            " FROM unnest(CAST(string_to_array(:rid, ',') AS bigint[]), CAST(string_to_array(:version, ',') AS int[]),"
+            " CAST(string_to_array(:seq, ',') AS bigint[]), string_to_array(:method, ','))"
+            " AS u(rid, version, seq, method) WHERE r.rid = u.rid"
         ),
-        cols,
+        {**cols, "last_updated": rows[0]["last_updated"]},
     )
 
 

@@ -62,6 +62,14 @@ def test_delete_then_gone_and_recreate(client: httpx.Client) -> None:
     assert again.json()["meta"]["versionId"] == "3"
 
 
+def test_delete_of_an_invalid_id_is_refused_and_touches_nothing(client: httpx.Client) -> None:
+    a, b = create(client, patient("CommaA")), create(client, patient("CommaB"))
+    r = client.delete(f"/Patient/{a['id']},{b['id']}")
+    assert r.status_code == 400 and "not a valid FHIR id" in r.text
+    assert client.get(f"/Patient/{a['id']}").status_code == 200
+    assert client.get(f"/Patient/{b['id']}").status_code == 200
+
+
 def test_if_match_optimistic_locking(client: httpx.Client) -> None:
     p = create(client, patient("Locked"))
     stale = client.put(f"/Patient/{p['id']}", json=p, headers={**FHIR_JSON, "If-Match": 'W/"7"'})
