@@ -119,10 +119,13 @@ def _composite_indexer(param: SearchParam) -> Indexer | None:
     elements = _node_runner(param.expression, param.res_type)
     parts = []
     for i, component in enumerate(param.components):
-        writer = _value_writer(component.type, param, param.sub_pid(f"c{i}"), side_rows=False)
+        writer = _value_writer(component.type, param, param.component_pid(i), side_rows=False)
         if writer is None:
             return None
-        parts.append((component.expression, writer))
+        if i in param.owned_components:  # rows shared with another composite are written by it
+            parts.append((component.expression, writer))
+    if not parts:
+        return None
     compiled: dict[str, list] = {}
 
     def index(rows: R.Rows, rid: int, resource: dict) -> None:

@@ -386,7 +386,7 @@ class Planner:
             for i, (component, part) in enumerate(zip(components, parts, strict=True)):
                 t = sql.alias("c")
                 table = TABLE_OF_TYPE[component.type]
-                pids = _pids(params, f"c{i}")
+                pids = sorted({p.component_pid(i) for p in params})
                 if component.type == "token":
                     pred = _token_pred(sql, t, part, name, ctx)
                 elif component.type == "string":

@@ -8,7 +8,7 @@ needs no lookup table that could drift between processes.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,10 +48,18 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
     pid: int = 0
+    # composites: the pid under which each component's rows are stored (shared between composites)
+    component_pids: tuple[int, ...] = ()
+    # composites: the components whose rows this parameter writes (the others write them)
+    owned_components: tuple[int, ...] = ()
 
     def sub_pid(self, suffix: str) -> int:
         """Id of a derived index key: "text" (token display text), "identifier", "of-type", "c0".."""
         return param_id(self.res_type, f"{self.code}:{suffix}")
+
+    def component_pid(self, i: int) -> int:
+        """Id of the index rows of component ``i``; see ``Registry._share_components``."""
+        return self.component_pids[i] if self.component_pids else self.sub_pid(f"c{i}")
 
 
 def split_union(expression: str) -> list[str]:
@@ -124,6 +132,7 @@ class Registry:
                     pid=param_id(res_type, d["code"]),
                 )
                 self.by_type[res_type][d["code"]] = param
+        self._share_components()
         self._check_unique_pids()
         # compartment type ("Patient") -> resource type -> parameter codes linking it in
         self.compartments: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -133,11 +142,44 @@ class Registry:
                 e["code"]: tuple(c for c in e["param"] if c != "{def}") for e in definition["resource"] if e.get("param")
             }
 
+    def _share_components(self) -> None:
+        """Composites that select the same elements often have a component in common:
+        Observation's code-value-quantity, -concept, -string and -date all pair ``code`` with
+        a value. Such a component is indexed once, under the pid of the first composite (by code)
+        that has it (its ``code:c<i>``), and the others search those rows: the same elements
+        are numbered alike (``grp``), so the join on (rid, grp) still pairs the right values."""
+        for params in self.by_type.values():
+            owner: dict[tuple[str | None, str, str], int] = {}
+            for code in sorted(params):
+                param = params[code]
+                if param.type != "composite" or not param.components:
+                    continue
+                pids, owned = [], []
+                for i, component in enumerate(param.components):
+                    key = (param.expression, component.expression, component.type)
+                    if key not in owner:
+                        owner[key] = param.sub_pid(f"c{i}")
+                        owned.append(i)
+                    pids.append(owner[key])
+                params[code] = replace(param, component_pids=tuple(pids), owned_components=tuple(owned))
+
+    def shared_component_pids(self) -> list[tuple[str, int]]:
+        """(index table type, pid) of component rows that composites no longer write because
+        they share another composite's (for the migration that drops them)."""
+        out = []
+        for params in self.by_type.values():
+            for param in params.values():
+                for i, component in enumerate(param.components):
+                    if i not in param.owned_components:
+                        out.append((component.type, param.sub_pid(f"c{i}")))
+        return out
+
     def _check_unique_pids(self) -> None:
         seen: dict[int, str] = {}
         for res_type, params in self.by_type.items():
             for code in params:
-                for key in (code, f"{code}:text", f"{code}:identifier", f"{code}:of-type"):
+                composite = tuple(f"{code}:c{i}" for i in range(len(params[code].components)))
+                for key in (code, f"{code}:text", f"{code}:identifier", f"{code}:of-type", *composite):
                     pid = param_id(res_type, key)
                     name = f"{res_type}.{key}"
                     if seen.setdefault(pid, name) != name:

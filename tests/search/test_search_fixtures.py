@@ -113,6 +113,11 @@ CASES = [
     ("Observation", "component-code-value-quantity=http://loinc.org|8480-6$lt100", []),
     ("Observation", "code-value-quantity=http://loinc.org|8302-2$170.5", ["o-a"]),
     ("Observation", "code-value-string=a\\,b$pos", ["o-d"]),
+    # composites sharing another composite's component rows (fhirlake.search.registry._share_components)
+    ("Observation", "combo-code-value-quantity=http://loinc.org|8480-6$120", ["o-c"]),
+    ("Observation", "combo-code-value-quantity=http://loinc.org|8302-2$170.5", ["o-a"]),
+    ("Observation", "combo-code-value-quantity=http://loinc.org|8302-2$120", []),
+    ("Observation", "code-value-quantity=http://loinc.org|8480-6$120", []),
     # :missing
     ("Observation", "value-quantity:missing=true", ["o-c", "o-d"]), ("Observation", "value-quantity:missing=false", ["o-a", "o-b"]),
     ("Patient", "organization:missing=false", ["p2"]), ("Patient", "death-date:missing=false", ["p3"]),
