@@ -35,14 +35,20 @@ _CURRENT_OF_TYPE = (
 )
 # The keys of every resource of the given types that a transaction invisible to the previous
 # snapshot changed (small rows, fast: part rewrites start before the contents arrive).
+# Everything about a changed resource is read from its versions written since the watermark, not
+# from the ``resource`` table: those rows were just written (their pages are in memory), while
+# looking each rid up in ``resource`` cost a random read of a large table per change (measured at
+# 1M resources: 88 ms -> 20 ms for 10,000 changes). The newest of them is the current version as
+# of this snapshot: the query runs in it.
 _CHANGED_KEYS_OF_TYPES = (
-    "SELECT r.res_type, r.res_id, r.rid, r.deleted FROM resource r"
-    " WHERE r.rid IN (SELECT c.rid FROM resource_version c WHERE c.res_type = ANY(%s)"
-    " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot))"
+    "SELECT DISTINCT ON (c.rid) c.res_type, c.res_id, c.rid, c.version, c.method = 'delete'"
+    " FROM resource_version c WHERE c.res_type = ANY(%s)"
+    " AND c.txid >= pg_snapshot_xmin(%s::pg_snapshot) AND NOT pg_visible_in_snapshot(c.txid, %s::pg_snapshot)"
+    " ORDER BY c.rid, c.version DESC"
 )
-_CONTENT_OF_RIDS = (
-    "SELECT r.res_type, v.content FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version"
-    " WHERE r.rid = ANY(%s) AND NOT r.deleted"
+_CONTENT_OF_VERSIONS = (
+    "SELECT v.res_type, v.content FROM resource_version v"
+    " JOIN unnest(%s::bigint[], %s::int[]) AS u(rid, version) ON v.rid = u.rid AND v.version = u.version"
 )
 
 
@@ -87,20 +93,21 @@ class Snapshot:
         """The keys of what changed between watermark ``since`` (a snapshot) and this snapshot."""
         found = ChangedKeys({t: [] for t in res_types}, [])
         with self.conn.cursor() as cursor:
-            for res_type, res_id, rid, deleted in cursor.execute(_CHANGED_KEYS_OF_TYPES, (list(res_types), since, since)):
+            rows = cursor.execute(_CHANGED_KEYS_OF_TYPES, (list(res_types), since, since))
+            for res_type, res_id, rid, version, deleted in rows:
                 found.removed[res_type].append(res_id)
                 if not deleted:
-                    found.live_rids.append(rid)
+                    found.live.append((rid, version))
         return found
 
     def live_contents(self, keys: ChangedKeys) -> dict[str, list[bytes]]:
         """The current content of the changed resources that still exist, by type."""
         lines: dict[str, list[bytes]] = {t: [] for t in keys.removed}
-        if not keys.live_rids:
+        if not keys.live:
             return lines
         with self.conn.cursor(name=f"fl_chg_{uuid.uuid4().hex[:8]}") as cursor:
             cursor.itersize = FETCH_ROWS
-            cursor.execute(_CONTENT_OF_RIDS, (sorted(keys.live_rids),))
+            cursor.execute(_CONTENT_OF_VERSIONS, ([rid for rid, _ in keys.live], [v for _, v in keys.live]))
             for res_type, content in cursor:
                 lines[res_type].append(content.encode())
         return lines
@@ -109,7 +116,7 @@ class Snapshot:
 @dataclass
 class ChangedKeys:
     removed: dict[str, list[str]]  # by type: keys of every changed resource (their old rows go)
-    live_rids: list[int]  # store row ids of the changed resources that still exist
+    live: list[tuple[int, int]]  # (rid, current version) of the changed resources that still exist
 
 
 _DONE = object()

@@ -136,6 +136,31 @@ def _current(engine) -> list[dict]:  # noqa: ANN001
     return [orjson.loads(c) for c in rows]
 
 
+def test_several_versions_between_refreshes_end_in_the_newest(seeded_engine, tmp_path) -> None:  # noqa: ANN001
+    """An incremental refresh reads what changed from the versions written since its watermark:
+    update-then-delete, delete-then-create again and update-twice must all end in the newest."""
+    engine = seeded_engine
+    refresh_views(engine, tmp_path, VIEWS)
+    patients = [copy.deepcopy(p) for p in PATIENTS[12:15]]
+    for p in patients:
+        p["id"] = new_id()
+    write(engine, patients)
+    refresh_views(engine, tmp_path, VIEWS)
+    gone, back, twice = patients
+    steps = [[WriteOp("Patient", gone["id"], _mutate(gone, 1))], [WriteOp("Patient", gone["id"], None)],
+             [WriteOp("Patient", back["id"], None)], [WriteOp("Patient", back["id"], _mutate(back, 2))],
+             [WriteOp("Patient", twice["id"], _mutate(twice, 3))], [WriteOp("Patient", twice["id"], _mutate(twice, 6))]]
+    for ops in steps:  # one transaction each: several versions of one resource since the watermark
+        with engine.begin() as conn:
+            write_resources(conn, ops, index=False)
+    results = refresh_views(engine, tmp_path, VIEWS)
+    assert {r.name: r.mode for r in results}["patient"] == "incremental"
+    ids = {row["id"] for row in lake_rows(tmp_path, "patient")}
+    assert gone["id"] not in ids and back["id"] in ids and twice["id"] in ids
+    _assert_lake_matches_store(engine, tmp_path)
+    _full_rebuild_equals(engine, tmp_path)
+
+
 def test_late_committer_with_smaller_sequence_is_not_missed(empty_engine, tmp_path) -> None:  # noqa: ANN001
     engine = empty_engine
     write(engine, PATIENTS[:3])
