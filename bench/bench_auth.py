@@ -8,7 +8,7 @@ round so that load from other processes on the machine hits both alike; medians 
 Also reported, from PostgreSQL's own statistics for the scratch database: audit rows written and
 commits per request in each configuration (how well the audit writer groups concurrent requests).
 
-    python bench/bench_auth.py [--seconds 12] [--rounds 3] [--connections 16]
+    python bench/bench_auth.py [--seconds 10] [--rounds 5] [--connections 16]
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def _measured(url: str, db_url: str, lua: Path, seconds: int, connections: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
 
