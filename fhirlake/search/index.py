@@ -6,6 +6,7 @@ parameters' expressions are compiled once into extractors (fhirlake.search.extra
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
@@ -210,6 +211,35 @@ def prepare_rows(res_type: str, resource: dict) -> R.Rows:
     return _without_duplicates(rows)
 
 
+def prepare_copy_text(res_type: str, resource: dict) -> R.CopyText:
+    """``prepare_rows``, formatted as COPY text (for a parsing process: see ``R.CopyText``)."""
+    from psycopg._copy_base import format_row_text  # psycopg's own (C) formatter, as cursor.copy uses it
+
+    rows = prepare_rows(res_type, resource)
+    transformer = _transformer()
+    blocks = {}
+    for table in TABLE_COLUMNS:
+        data = getattr(rows, table)
+        if data:
+            block = bytearray()
+            for row in data:
+                format_row_text(row, transformer, block)
+            blocks[table] = bytes(block)
+    return R.CopyText(blocks)
+
+
+_local = threading.local()
+
+
+def _transformer():  # noqa: ANN202 - psycopg.adapt.Transformer: default adapters, one per thread
+    transformer = getattr(_local, "transformer", None)
+    if transformer is None:
+        from psycopg.adapt import Transformer
+
+        transformer = _local.transformer = Transformer()
+    return transformer
+
+
 def extract_rows(items: Sequence[tuple[int, str, dict]]) -> R.Rows:
     rows = R.Rows()
     for rid, res_type, resource in items:
@@ -241,7 +271,7 @@ def remove_index(conn: Connection, rids: Sequence[int]) -> None:
 
 
 def write_rows(conn: Connection, rows: R.Rows, cursor: psycopg.Cursor | None = None,
-               prepared: Sequence[tuple[int, R.Rows]] = ()) -> None:
+               prepared: Sequence[tuple[int, R.Rows | R.CopyText]] = ()) -> None:
     """COPY ``rows``, and the ``prepared`` rows of each (rid, rows) with that rid filled in."""
     if cursor is None:
         raw = conn.connection.driver_connection
@@ -251,22 +281,29 @@ def write_rows(conn: Connection, rows: R.Rows, cursor: psycopg.Cursor | None = N
         _copy_rows(cursor, rows, prepared)
 
 
-def _copy_rows(cur: psycopg.Cursor, rows: R.Rows, prepared: Sequence[tuple[int, R.Rows]]) -> None:
+def _copy_rows(cur: psycopg.Cursor, rows: R.Rows, prepared: Sequence[tuple[int, R.Rows | R.CopyText]]) -> None:
     for table, columns in TABLE_COLUMNS.items():
         data = getattr(rows, table)
-        if not data and not any(getattr(more, table) for _rid, more in prepared):
+        if not data and not any(more.blocks.get(table) if isinstance(more, R.CopyText) else getattr(more, table)
+                                for _rid, more in prepared):
             continue
         with cur.copy(f"COPY sp_{table} ({columns}) FROM STDIN") as copy:
             write_row = copy.write_row
             for row in data:
                 write_row(row)
             for rid, more in prepared:
-                for row in getattr(more, table):
-                    write_row((rid, *row[1:]))
+                if isinstance(more, R.CopyText):
+                    block = more.with_rid(table, str(rid).encode())
+                    if block:
+                        copy.write(block)
+                else:
+                    for row in getattr(more, table):
+                        write_row((rid, *row[1:]))
 
 
 def index_resources(conn: Connection, items: Sequence[tuple[int, str, dict]], replace: bool = True,
-                    cursor: psycopg.Cursor | None = None, prepared: Sequence[tuple[int, R.Rows]] = ()) -> None:
+                    cursor: psycopg.Cursor | None = None,
+                    prepared: Sequence[tuple[int, R.Rows | R.CopyText]] = ()) -> None:
     """(Re)index resources: replaces all index rows of these rids. ``replace=False`` skips the
     delete for rids known to be new (bulk create). ``cursor``: the caller's cursor, reused.
     ``prepared``: (rid, rows from ``prepare_rows``) of more resources, indexed alike."""

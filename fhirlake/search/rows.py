@@ -194,3 +194,27 @@ def reference_rows(rows: Rows, rid: int, pid: int, value: Any, code: str, identi
 def uri_rows(rows: Rows, rid: int, pid: int, grp: int, value: Any) -> None:
     if isinstance(value, str) and value:
         rows.uri.append((rid, pid, grp, value[:2000]))
+
+
+class CopyText:
+    """The rows of one resource already in COPY text format, one block per index table, every line
+    starting with ``PLACEHOLDER`` as its rid (``with_rid`` puts the real one in).
+
+    A loader's parsing process formats rows so that the process writing them only copies bytes:
+    formatting is about a third of the Python work of writing index rows, and rows travel between
+    processes far cheaper as a few byte strings than as tuples."""
+
+    __slots__ = ("blocks",)
+    PLACEHOLDER = b"0"
+
+    def __init__(self, blocks: dict[str, bytes]) -> None:
+        self.blocks = blocks
+
+    def with_rid(self, table: str, rid: bytes) -> bytes:
+        block = self.blocks.get(table)
+        if not block:
+            return b""
+        # A line break inside a value is written as the two characters \n: a real one only ends a
+        # row, so every placeholder that follows a real one (or starts the block) is a rid.
+        marker = b"\n" + self.PLACEHOLDER + b"\t"
+        return (b"\n" + block).replace(marker, b"\n" + rid + b"\t")[1:]

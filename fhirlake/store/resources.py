@@ -20,7 +20,7 @@ from sqlalchemy import Connection, text
 from fhirlake.fhir.outcome import FhirError
 
 if TYPE_CHECKING:
-    from fhirlake.search.rows import Rows
+    from fhirlake.search.rows import CopyText, Rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +52,9 @@ class WriteOp:
     expected_version: int | None = None
     # create-only: fail with 409 instead of updating when the id already exists
     must_be_new: bool = False
-    # search index rows of ``resource`` extracted in advance (fhirlake.search.index.prepare_rows)
-    index_rows: Rows | None = None
+    # search index rows of ``resource`` extracted in advance (fhirlake.search.index.prepare_rows,
+    # or prepare_copy_text)
+    index_rows: Rows | CopyText | None = None
 
 
 def new_id() -> str:
@@ -247,7 +248,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     results: list[StoredVersion] = []
     version_rows: list[dict] = []
     to_index: list[tuple[int, str, dict]] = []
-    to_index_prepared: list[tuple[int, Rows]] = []
+    to_index_prepared: list[tuple[int, Rows | CopyText]] = []
     to_unindex: list[int] = []
     for op, seq in zip(ops, seqs, strict=True):
         state = existing.get((op.res_type, op.res_id))
@@ -340,7 +341,7 @@ def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) ->
 
 
 def _update_indexes(conn: Connection, cur: psycopg.Cursor, to_index: list[tuple[int, str, dict]],
-                    prepared: list[tuple[int, Rows]], to_unindex: list[int], fresh: set[int]) -> None:
+                    prepared: list[tuple[int, Rows | CopyText]], to_unindex: list[int], fresh: set[int]) -> None:
     """Search index rows change in the same transaction as the resource (DESIGN.md: Storage)."""
     from fhirlake.search.index import index_resources, remove_index
 

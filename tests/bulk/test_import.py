@@ -90,7 +90,8 @@ def test_every_synthea_set_with_the_cli(fresh, tmp_path) -> None:  # noqa: ANN00
     assert dangling == 0
 
 
-def test_bad_lines_are_reported_and_good_ones_kept(fresh, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("parse_process", [False, True], ids=["parsed-here", "parsing-process"])
+def test_bad_lines_are_reported_and_good_ones_kept(fresh, tmp_path, parse_process) -> None:  # noqa: ANN001
     _url, eng = fresh
     good = [{"resourceType": "Patient", "id": f"imp-good-{n}", "gender": "female"} for n in range(5)]
     lines = [
@@ -110,8 +111,10 @@ def test_bad_lines_are_reported_and_good_ones_kept(fresh, tmp_path) -> None:  # 
     path = tmp_path / "Mixed.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     errors = tmp_path / "errors.ndjson"
-    summary = ImportRun(eng, errors, batch_size=3).load(expand_paths([path]))
-    assert summary.loaded == 5 and summary.errors == 6
+    summary = ImportRun(eng, errors, batch_size=3, parse_process=parse_process).load(expand_paths([path]))
+    assert summary.loaded + summary.unchanged == 5 and summary.errors == 6
+    assert summary.inputs == [{"input": str(path), "loaded": summary.loaded, "unchanged": summary.unchanged,
+                               "errors": 6}]
     outcomes = [orjson.loads(x) for x in errors.read_bytes().splitlines()]
     lines_reported = sorted(int(o["issue"][0]["location"][0].rsplit("line ", 1)[1]) for o in outcomes)
     assert lines_reported == [2, 4, 5, 7, 8, 11]
@@ -234,17 +237,23 @@ def _index_rows_in_db(eng) -> dict[str, list[tuple]]:  # noqa: ANN001
             for table, columns in TABLE_COLUMNS.items()}
 
 
-def test_rows_indexed_by_the_importer_equal_a_reindex(tmp_path) -> None:  # noqa: ANN001
-    """The importer extracts index rows ahead of the write (rid filled in later); the rows must be
-    exactly those that indexing the stored resources again gives, after creates and after updates."""
+@pytest.mark.parametrize("parse_process", [False, "fork", "spawn"], ids=["parsed-here", "forked", "spawned"])
+def test_rows_indexed_by_the_importer_equal_a_reindex(tmp_path, parse_process, monkeypatch) -> None:  # noqa: ANN001
+    """The importer extracts index rows ahead of the write (rid filled in later), in this process
+    or formatted as COPY text by a parsing process; the rows must be exactly those that indexing
+    the stored resources again gives, after creates and after updates."""
+    from fhirlake.jobs.imports import parsing
     from fhirlake.search.index import reindex
+
+    if parse_process:
+        monkeypatch.setattr(parsing, "start_method", lambda: parse_process)
 
     name = create_database("fhirlake_import_index")
     eng = make_engine(f"{PG_SERVER}/{name}", pool_size=2)
     try:
         upgrade(eng)
         sources = [s for s in expand_paths([SMART_BULK]) if not s.name.endswith("log.ndjson.gz")]
-        assert ImportRun(eng, None, batch_size=50).load(sources).errors == 0
+        assert ImportRun(eng, None, batch_size=50, parse_process=bool(parse_process)).load(sources).errors == 0
         # an update of every Patient, in a second file: their old rows must go, the new ones come
         patients = [orjson.loads(x) for x in gzip.open(SMART_BULK / "Patient.000.ndjson.gz")]
         for p in patients:
@@ -252,7 +261,7 @@ def test_rows_indexed_by_the_importer_equal_a_reindex(tmp_path) -> None:  # noqa
             p["birthDate"] = "1970-01-01"
         changed = tmp_path / "Patient.ndjson"
         changed.write_bytes(b"\n".join(orjson.dumps(p) for p in patients) + b"\n")
-        summary = ImportRun(eng, None, batch_size=7).load(expand_paths([changed]))
+        summary = ImportRun(eng, None, batch_size=7, parse_process=bool(parse_process)).load(expand_paths([changed]))
         assert summary.loaded == len(patients) and summary.errors == 0
         imported = _index_rows_in_db(eng)
         assert len({r[0] for r in imported["string"] if r[3] == "renamed"}) == len(patients)

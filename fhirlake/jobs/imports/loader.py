@@ -19,21 +19,23 @@ import io
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
 import orjson
 from sqlalchemy import Engine, text
 
-from fhirlake.fhir import structure
 from fhirlake.fhir.outcome import FhirError
 from fhirlake.gc_pause import gc_paused
 from fhirlake.search.index import prepare_rows
-from fhirlake.services.resource_body import check_id, check_no_nul, validate_or_raise
+from fhirlake.services.resource_body import check_no_nul
 from fhirlake.store.resources import WriteOp, stamp_meta, write_resources
+
+from .parsing import BadLine, ParsePool, may_hold_conditional_references, op_for, parse_line, worth_a_process
 
 log = logging.getLogger("fhirlake.jobs.import")
 
@@ -136,12 +138,10 @@ BATCH_SIZE = 2000
 BATCH_BYTES = 16 << 20
 # Two transactions in flight let PostgreSQL use both cores while this process parses.
 WRITERS = 2
-
-
-class _BadLine(Exception):
-    def __init__(self, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.code = code
+# Large inputs are parsed in a second process (see .parsing), in chunks of this many lines, this
+# many chunks ahead of the writing (so that it keeps parsing while this process waits for writers).
+PARSE_CHUNK_LINES = 1000
+PARSE_CHUNKS_AHEAD = 12
 
 
 class ImportRun:
@@ -149,7 +149,8 @@ class ImportRun:
 
     def __init__(self, engine: Engine, error_sink: Path | IO[bytes] | None, *, batch_size: int = BATCH_SIZE,
                  batch_bytes: int = BATCH_BYTES,
-                 progress_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None) -> None:
+                 progress_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
+                 parse_process: bool | None = None) -> None:
         self.engine = engine
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
@@ -166,7 +167,11 @@ class ImportRun:
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: deque[tuple[Future, set[tuple[str, str]]]] = deque()
         self._error_lock = threading.Lock()
+        self._per_input: dict[str, list[int]] = {}  # input name -> [loaded, unchanged, errors]
         self._extract_early = True  # see _load_ndjson; off while batches turn out unchanged
+        # None: a parsing process when the inputs are large enough (.parsing.worth_a_process)
+        self.parse_process = parse_process
+        self._pool: ParsePool | None = None
 
     # ------------------------------------------------------------ errors
 
@@ -176,6 +181,7 @@ class ImportRun:
 
     def _write_error(self, source: str, line: int | None, message: str, code: str) -> None:
         self.summary.errors += 1
+        self._counts_of(source)[2] += 1
         where = f"{source}, line {line}" if line is not None else source
         outcome = {"resourceType": "OperationOutcome", "issue": [{
             "severity": "error", "code": code, "diagnostics": f"{where}: {message}",
@@ -203,8 +209,18 @@ class ImportRun:
     # ------------------------------------------------------------ driving
 
     def load(self, sources: list[Source]) -> Summary:
+        wanted = self.parse_process
+        if wanted is None:
+            wanted = worth_a_process(sum(s.size for s in sources if s.kind == "ndjson"))
         with gc_paused():
-            return self._load(sources)
+            if wanted:  # before the writer threads start (see ParsePool)
+                self._pool = ParsePool()
+            try:
+                return self._load(sources)
+            finally:
+                if self._pool is not None:
+                    self._pool.close()
+                    self._pool = None
 
     def _load(self, sources: list[Source]) -> Summary:
         # Bundles may reference entries of other Bundles (Synthea puts shared Practitioners in one):
@@ -217,7 +233,8 @@ class ImportRun:
         try:
             for source in sources:
                 self.check()
-                before = (self.summary.loaded, self.summary.unchanged, self.summary.errors)
+                with self._error_lock:
+                    self._counts_of(source.name)  # inputs are listed in the order given
                 try:
                     if source.kind == "bundle":
                         self._load_bundle(source)
@@ -226,15 +243,12 @@ class ImportRun:
                 except (OSError, EOFError, ValueError) as exc:  # unreadable input (bad gzip, HTTP error)
                     self._drain()
                     self._error(source.name, None, f"cannot read this input: {exc}", code="exception")
-                self._drain()  # per-input counts below must include its last batch
-                self.summary.inputs.append({
-                    "input": source.name,
-                    "loaded": self.summary.loaded - before[0],
-                    "unchanged": self.summary.unchanged - before[1],
-                    "errors": self.summary.errors - before[2],
-                })
+                # No waiting for this input's last batches: the next input is parsed while they
+                # are written (their counts are kept per input as they land).
         finally:
             self.close()
+        self.summary.inputs = [{"input": name, "loaded": loaded, "unchanged": unchanged, "errors": errors}
+                               for name, (loaded, unchanged, errors) in self._per_input.items()]
         return self.summary
 
     def _load_ndjson(self, source: Source) -> None:
@@ -244,27 +258,18 @@ class ImportRun:
             keys: set[tuple[str, str]] = set()
             size = 0  # bytes of NDJSON in the batch
             position = 0
-            for number, line in enumerate(reader, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    op = self._parse(line)
-                except _BadLine as exc:
-                    self._error(source.name, number, str(exc), exc.code)
+            lines = _numbered_lines(reader)
+            parsed = self._parsed_elsewhere(lines) if self._pool is not None else self._parsed_here(lines)
+            for number, line, op in parsed:
+                if isinstance(op, BadLine):
+                    self._error(source.name, number, str(op), op.code)
                     continue
                 key = (op.res_type, op.res_id)
                 if key in keys:  # the same resource twice in one batch: write the first batch now
                     self._flush(source.name, batch)
                     keys.clear()
                     size = 0
-                # No '?' anywhere in the line: no conditional reference, no need to walk the resource,
-                # and its content is final: its index rows can be extracted here, while the writer
-                # thread has the database busy with the previous batch. Not when the last batch
-                # written changed nothing (a re-import): the extraction would be wasted.
-                refs = None if b"?" in line or b"\\u" in line else set()
-                if refs is not None and self._extract_early:
-                    op.index_rows = prepare_rows(op.res_type, op.resource)  # type: ignore[arg-type]
+                refs = None if may_hold_conditional_references(line) else set()
                 batch.append(_Item(number, op, refs))
                 keys.add(key)
                 size += len(line)
@@ -276,6 +281,39 @@ class ImportRun:
             self._flush(source.name, batch)
             self._advance(raw, position)
 
+    def _parsed_here(self, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WriteOp | BadLine]]:
+        for number, line in lines:
+            try:
+                op = parse_line(line)
+            except BadLine as exc:
+                yield number, line, exc
+                continue
+            # Without a conditional reference the content is final, so its index rows can be
+            # extracted here, while a writer thread has the database busy. Not when the last batch
+            # written changed nothing (a re-import): the extraction would be wasted.
+            if self._extract_early and not may_hold_conditional_references(line):
+                op.index_rows = prepare_rows(op.res_type, op.resource)  # type: ignore[arg-type]
+            yield number, line, op
+
+    def _parsed_elsewhere(self, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WriteOp | BadLine]]:
+        """The same as _parsed_here, parsed by the parsing process a few chunks ahead."""
+        assert self._pool is not None
+        ahead: deque[tuple[list[tuple[int, bytes]], Future]] = deque()
+        while True:
+            chunk = list(islice(lines, PARSE_CHUNK_LINES))
+            if chunk:
+                ahead.append((chunk, self._pool.submit([line for _, line in chunk], self._extract_early)))
+            if not ahead or (chunk and len(ahead) < PARSE_CHUNKS_AHEAD):
+                if not chunk:
+                    return
+                continue
+            done, future = ahead.popleft()
+            for (number, line), (res_type, second, third) in zip(done, future.result(), strict=True):
+                if res_type is None:
+                    yield number, line, BadLine(second, third)
+                else:  # validated over there: only parsed again here
+                    yield number, line, WriteOp(res_type, second, orjson.loads(line), index_rows=third)
+
     def _advance(self, raw: IO[bytes], position: int) -> int:
         try:
             now = raw.tell()
@@ -284,33 +322,6 @@ class ImportRun:
         self.progress_bytes(now - position)
         self.check()
         return now
-
-    def _parse(self, line: bytes) -> WriteOp:
-        try:
-            resource = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise _BadLine(f"not JSON: {exc}", "structure") from exc
-        try:
-            check_no_nul(line, resource)
-        except FhirError as exc:
-            raise _BadLine(f"{exc.diagnostics} at {exc.issues[0].expression[0]}", "value") from exc
-        return self._op_for(resource)
-
-    def _op_for(self, resource: object) -> WriteOp:
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            raise _BadLine("not a FHIR resource (no resourceType)", "structure")
-        res_type = resource["resourceType"]
-        if not structure.is_resource_type(res_type):
-            raise _BadLine(f"unknown resource type '{res_type}'", "not-supported")
-        res_id = resource.get("id")
-        if not isinstance(res_id, str):
-            raise _BadLine(f"{res_type} has no id: bulk import keeps the ids of the source", "required")
-        try:
-            check_id(res_id)
-            validate_or_raise(resource, res_type)
-        except FhirError as exc:
-            raise _BadLine(f"{res_type}/{res_id}: {exc.diagnostics}", exc.issues[0].code) from exc
-        return WriteOp(res_type, res_id, resource)
 
     # ------------------------------------------------------------ writing
 
@@ -352,7 +363,7 @@ class ImportRun:
             with self.engine.begin() as conn:
                 todo = self._changed(conn, good)
                 write_resources(conn, [i.op for i in todo])
-            self._count(todo, len(good) - len(todo))
+            self._count(source, todo, len(good) - len(todo))
             self._extract_early = bool(todo) or not good
             return
         except Exception:  # noqa: BLE001 - find the bad resource(s), keep the good ones
@@ -362,17 +373,24 @@ class ImportRun:
                 with self.engine.begin() as conn:
                     todo = self._changed(conn, [item])
                     write_resources(conn, [i.op for i in todo])
-                self._count(todo, 1 - len(todo))
+                self._count(source, todo, 1 - len(todo))
             except FhirError as exc:
                 self._error(source, item.line, f"{item.op.res_type}/{item.op.res_id}: {exc.diagnostics}", exc.issues[0].code)
             except Exception as exc:  # noqa: BLE001
                 self._error(source, item.line, f"{item.op.res_type}/{item.op.res_id}: not stored ({type(exc).__name__})",
                             "exception")
 
-    def _count(self, written: list[_Item], unchanged: int) -> None:
+    def _counts_of(self, source: str) -> list[int]:
+        """[loaded, unchanged, errors] of one input (under _error_lock: writer threads count too)."""
+        return self._per_input.setdefault(source, [0, 0, 0])
+
+    def _count(self, source: str, written: list[_Item], unchanged: int) -> None:
         with self._error_lock:  # writer threads count concurrently
             self.summary.loaded += len(written)
             self.summary.unchanged += unchanged
+            counts = self._counts_of(source)
+            counts[0] += len(written)
+            counts[1] += unchanged
             for item in written:
                 self.summary.per_type[item.op.res_type] = self.summary.per_type.get(item.op.res_type, 0) + 1
 
@@ -487,8 +505,8 @@ class ImportRun:
                 resource = {**resource, "id": mapping[full_url].split("/", 1)[1]}
             resource = _rewrite(resource, mapping)
             try:
-                items.append(_Item(n, self._op_for(resource)))
-            except _BadLine as exc:
+                items.append(_Item(n, op_for(resource)))
+            except BadLine as exc:
                 self._error(source.name, None, f"Bundle.entry[{n}]: {exc}", exc.code)
         batch: list[_Item] = []
         seen: set[tuple[str, str]] = set()
@@ -499,6 +517,14 @@ class ImportRun:
             seen.add(key)
             batch.append(item)
         self._flush(source.name, batch)
+
+
+def _numbered_lines(reader: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines."""
+    for number, line in enumerate(reader, start=1):
+        line = line.strip()
+        if line:
+            yield number, line
 
 
 def _conditional_refs(node: object, found: set[str]) -> None:
