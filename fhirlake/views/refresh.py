@@ -27,7 +27,6 @@ from fhirlake.gc_pause import gc_paused
 from .catalog import definition_hash, select_views
 from .lake import DATA, LAYOUT, ViewLake, ViewMetadata, now_iso
 from .materialize import Deidentify, GenerationBuilder, KeyedView
-from .memory import prefer_jemalloc
 from .store_source import Snapshot, lock_key, snapshot, view_locks
 
 log = logging.getLogger("fhirlake.views.refresh")
@@ -74,7 +73,6 @@ def refresh_views(engine: Engine, lake_dir: Path, names: Iterable[str] | None = 
     ``deid_profile`` writes the de-identified zone ``<lake>/deid/<profile>/views`` and applies that
     profile to every resource before evaluation (``deidentify`` overrides the callable, for tests).
     """
-    prefer_jemalloc()
     with gc_paused():
         return _refresh(engine, lake_dir, names, full, deid_profile, deidentify, catalog, progress)
 
