@@ -307,3 +307,12 @@ def test_batches_written_concurrently_keep_the_input_order(fresh, tmp_path) -> N
             " WHERE r.res_type = 'Patient' AND r.res_id LIKE 'conc-p-%'")).all())
     assert version == 80 and orjson.loads(content)["name"][0]["family"] == "Round39b"
     assert refs == {f"conc-p-{n}": f"Organization/conc-org-{n}" for n in range(40)}
+
+
+def test_chunks_for_the_parsing_process_are_bounded_in_lines_and_bytes() -> None:
+    from fhirlake.jobs.imports import loader
+
+    small = iter([(n, b"x" * 10) for n in range(2500)])
+    assert [len(loader._chunk(small)) for _ in range(4)] == [loader.PARSE_CHUNK_LINES] * 2 + [500, 0]
+    big = iter([(n, b"x" * (loader.PARSE_CHUNK_BYTES // 3 + 1)) for n in range(7)])
+    assert [len(loader._chunk(big)) for _ in range(4)] == [3, 3, 1, 0]

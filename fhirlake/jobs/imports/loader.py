@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import IO
 
@@ -141,6 +140,7 @@ WRITERS = 2
 # Large inputs are parsed in a second process (see .parsing), in chunks of this many lines, this
 # many chunks ahead of the writing (so that it keeps parsing while this process waits for writers).
 PARSE_CHUNK_LINES = 1000
+PARSE_CHUNK_BYTES = 2 << 20  # large resources: at most 12 x 2 MiB of lines (and their rows) in flight
 PARSE_CHUNKS_AHEAD = 12
 
 
@@ -300,7 +300,7 @@ class ImportRun:
         assert self._pool is not None
         ahead: deque[tuple[list[tuple[int, bytes]], Future]] = deque()
         while True:
-            chunk = list(islice(lines, PARSE_CHUNK_LINES))
+            chunk = _chunk(lines)
             if chunk:
                 ahead.append((chunk, self._pool.submit([line for _, line in chunk], self._extract_early)))
             if not ahead or (chunk and len(ahead) < PARSE_CHUNKS_AHEAD):
@@ -517,6 +517,18 @@ class ImportRun:
             seen.add(key)
             batch.append(item)
         self._flush(source.name, batch)
+
+
+def _chunk(lines: Iterator[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The next PARSE_CHUNK_LINES lines, or fewer once they reach PARSE_CHUNK_BYTES."""
+    chunk: list[tuple[int, bytes]] = []
+    size = 0
+    for item in lines:
+        chunk.append(item)
+        size += len(item[1])
+        if len(chunk) >= PARSE_CHUNK_LINES or size >= PARSE_CHUNK_BYTES:
+            break
+    return chunk
 
 
 def _numbered_lines(reader: IO[bytes]) -> Iterator[tuple[int, bytes]]:
