@@ -129,7 +129,7 @@ class _Item:
     refs: set[str] | None = None
 
 
-# A batch is one transaction; two are in memory at once (one parsed, one being written). Larger
+# A batch is one transaction; up to WRITERS + 1 are in memory at once (being written, being filled). Larger
 # batches spread the per-batch queries over more resources (1,000 -> 2,000: +5-10% measured with
 # bench/bench_import.py); the byte bound keeps batches of large resources (claims, bundles of
 # observations) within tens of MB.
