@@ -299,14 +299,17 @@ class ImportRun:
         """The same as _parsed_here, parsed by the parsing process a few chunks ahead."""
         assert self._pool is not None
         ahead: deque[tuple[list[tuple[int, bytes]], Future]] = deque()
-        while True:
-            chunk = _chunk(lines)
-            if chunk:
-                ahead.append((chunk, self._pool.submit([line for _, line in chunk], self._extract_early)))
-            if not ahead or (chunk and len(ahead) < PARSE_CHUNKS_AHEAD):
-                if not chunk:
-                    return
-                continue
+        exhausted = False
+        while ahead or not exhausted:
+            # keep PARSE_CHUNKS_AHEAD chunks submitted, then hand out the oldest one's results
+            while not exhausted and len(ahead) < PARSE_CHUNKS_AHEAD:
+                chunk = _chunk(lines)
+                if chunk:
+                    ahead.append((chunk, self._pool.submit([line for _, line in chunk], self._extract_early)))
+                else:
+                    exhausted = True
+            if not ahead:
+                return
             done, future = ahead.popleft()
             for (number, line), (res_type, second, third) in zip(done, future.result(), strict=True):
                 if res_type is None:
