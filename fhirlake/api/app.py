@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, request
 from sqlalchemy import Engine
 
-from fhirlake.api import audit_routes, auth_routes, bulk_routes, routes_resources, routes_system, view_routes
+from fhirlake.api import (
+    audit_routes,
+    auth_routes,
+    bulk_routes,
+    formats,
+    routes_resources,
+    routes_system,
+    view_routes,
+)
 from fhirlake.api.errors import install_error_handlers
 from fhirlake.api.guard import install_guard
 from fhirlake.api.runtime import Runtime
@@ -27,6 +35,7 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
                                          reader=make_read_engine(url, pool_size=pool_size),
                                          key_reader=make_read_engine(url, pool_size=pool_size, key_lookups=True))
     install_error_handlers(app)
+    app.before_request(lambda: formats.refuse_nul(request))  # before authentication: nothing reads it yet
     install_guard(app, settings, engine)
 
     # Specific routes first; the generic /<type>/<id> routes of FHIR REST come last.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -25,21 +24,7 @@ def outcome_response(status: int, outcome: dict, headers: dict[str, str] | None 
     return Response(body, status=status, headers=headers or {}, content_type=f"{fmt}; charset=utf-8")
 
 
-def _refuse_nul() -> None:
-    """NUL never belongs in a FHIR id, parameter or value, and PostgreSQL text cannot hold it."""
-    if "\x00" in request.path or _has_nul(request.args):
-        raise FhirError(400, "The URL contains a NUL character", code="invalid")
-    if request.mimetype == "application/x-www-form-urlencoded" and _has_nul(request.form):
-        raise FhirError(400, "The form body contains a NUL character", code="invalid")
-
-
-def _has_nul(pairs: Any) -> bool:
-    return any("\x00" in k or "\x00" in v for k, v in pairs.items(multi=True))
-
-
 def install_error_handlers(app: Flask) -> None:
-    app.before_request(_refuse_nul)
-
     @app.errorhandler(FhirError)
     def _fhir_error(exc: FhirError) -> Response:
         return outcome_response(exc.status, exc.outcome(), exc.headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from flask import Request, Response
@@ -16,6 +17,19 @@ XML = "application/fhir+xml"
 _JSON_ALIASES = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
 _XML_ALIASES = {"xml", "application/xml", "application/fhir+xml", "application/xml+fhir", "text/xml"}
 MAX_JSON_DEPTH = 100
+
+
+def refuse_nul(req: Request) -> None:
+    """NUL never belongs in a FHIR id, parameter or value, and PostgreSQL text cannot hold it
+    (bodies are checked when parsed: ``parse_body``)."""
+    if "\x00" in req.path or _has_nul(req.args):
+        raise FhirError(400, "The URL contains a NUL character", code="invalid")
+    if req.mimetype == "application/x-www-form-urlencoded" and _has_nul(req.form):
+        raise FhirError(400, "The form body contains a NUL character", code="invalid")
+
+
+def _has_nul(pairs: Any) -> bool:
+    return any("\x00" in k or "\x00" in v for k, v in pairs.items(multi=True))
 
 
 def _media(value: str) -> str:

@@ -118,9 +118,9 @@ class AuditRecord:
     def _raw_row(self) -> dict[str, Any]:
         return {
             "recorded": self.recorded,
-            "client_id": self.client_id[:255] if self.client_id else None,  # may be an unverified claim
-            "user_id": self.user_id[:255] if self.user_id else None,
-            "patient_id": self.patient_id[:255] if self.patient_id else None,
+            "client_id": _who(self.client_id),  # may be an unverified claim
+            "user_id": _who(self.user_id),
+            "patient_id": _who(self.patient_id),
             "action": self.action or action_for(self.interaction),
             "interaction": self.interaction,
             "resource_type": self.resource_type,

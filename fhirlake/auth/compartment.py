@@ -89,21 +89,36 @@ def _values(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
 
 def patient_references(reference: str, patient_id: str, base_url: str | None = None) -> bool:
     """Does a Reference.reference string point at ``Patient/<patient_id>`` on this server?"""
+    return _referenced_patient(reference, base_url) == patient_id
+
+
+def _referenced_patient(reference: str, base_url: str | None) -> str | None:
+    """The id in ``Patient/<id>`` or ``Patient/<id>/_history/<v>`` (relative, or under ``base_url``)."""
     if base_url and reference.startswith(base_url.rstrip("/") + "/"):
         reference = reference[len(base_url.rstrip("/")) + 1 :]
-    target = "Patient/" + patient_id
-    return reference == target or reference.startswith(target + "/_history/")
+    if not reference.startswith("Patient/"):
+        return None
+    patient_id, slash, rest = reference[len("Patient/"):].partition("/")
+    if not patient_id or (slash and not rest.startswith("_history/")):
+        return None
+    return patient_id
 
 
-def in_patient_compartment(resource: dict, patient_id: str, base_url: str | None = None) -> bool:
+def compartment_patients(resource: dict, base_url: str | None = None) -> set[str]:
+    """Ids of the patients in whose compartments ``resource`` is."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
-        return False
-    if resource_type == "Patient" and resource.get("id") == patient_id:
-        return True
+        return set()
+    found = set()
+    if resource_type == "Patient" and isinstance(resource.get("id"), str):
+        found.add(resource["id"])
     for path in compartment_paths().get(resource_type, ()):
         for value in _values(resource, path):
             reference = value.get("reference") if isinstance(value, dict) else None
-            if isinstance(reference, str) and patient_references(reference, patient_id, base_url):
-                return True
-    return False
+            if isinstance(reference, str) and (patient_id := _referenced_patient(reference, base_url)):
+                found.add(patient_id)
+    return found
+
+
+def in_patient_compartment(resource: dict, patient_id: str, base_url: str | None = None) -> bool:
+    return patient_id in compartment_patients(resource, base_url)

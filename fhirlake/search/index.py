@@ -284,8 +284,7 @@ def write_rows(conn: Connection, rows: R.Rows, cursor: psycopg.Cursor | None = N
 def _copy_rows(cur: psycopg.Cursor, rows: R.Rows, prepared: Sequence[tuple[int, R.Rows | R.CopyText]]) -> None:
     for table, columns in TABLE_COLUMNS.items():
         data = getattr(rows, table)
-        if not data and not any(more.blocks.get(table) if isinstance(more, R.CopyText) else getattr(more, table)
-                                for _rid, more in prepared):
+        if not data and not any(_has_rows(more, table) for _rid, more in prepared):
             continue
         with cur.copy(f"COPY sp_{table} ({columns}) FROM STDIN") as copy:
             write_row = copy.write_row
@@ -299,6 +298,10 @@ def _copy_rows(cur: psycopg.Cursor, rows: R.Rows, prepared: Sequence[tuple[int, 
                 else:
                     for row in getattr(more, table):
                         write_row((rid, *row[1:]))
+
+
+def _has_rows(rows: R.Rows | R.CopyText, table: str) -> bool:
+    return rows.has(table) if isinstance(rows, R.CopyText) else bool(getattr(rows, table))
 
 
 def index_resources(conn: Connection, items: Sequence[tuple[int, str, dict]], replace: bool = True,

@@ -210,6 +210,9 @@ class CopyText:
     def __init__(self, blocks: dict[str, bytes]) -> None:
         self.blocks = blocks
 
+    def has(self, table: str) -> bool:
+        return bool(self.blocks.get(table))
+
     def with_rid(self, table: str, rid: bytes) -> bytes:
         block = self.blocks.get(table)
         if not block:

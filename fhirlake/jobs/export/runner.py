@@ -376,19 +376,15 @@ def _stream_parquet(raw, cond: str, params: dict, stream, elements: list[str] | 
 
 def _was_in_compartment(res_type: str, res_id: str, content: str | None, patients: list[str] | None) -> bool:
     """Whether a deleted resource, as its last version stood, belonged to one of ``patients``'
-    compartments (any patient's when None), by the same compartment parameters as live ones."""
+    compartments (any patient's when None)."""
     if res_type == "Patient":
         return patients is None or res_id in patients
     if not content:
         return False
-    from fhirlake.search.index import extract_rows
-    from fhirlake.search.registry import registry
+    from fhirlake.auth.compartment import compartment_patients
 
-    pids = {p.pid for p in registry().compartment_params(res_type)}
-    refs = extract_rows([(0, res_type, orjson.loads(content))]).reference
-    targets = {target_id for _rid, pid, target_type, target_id, _url in refs
-               if pid in pids and target_type == "Patient"}
-    return bool(targets) if patients is None else not targets.isdisjoint(patients)
+    found = compartment_patients(orjson.loads(content))
+    return bool(found) if patients is None else not found.isdisjoint(patients)
 
 
 def _write_deleted(raw, sel: Selection, folder: str | Path, check: Check,  # noqa: ANN001

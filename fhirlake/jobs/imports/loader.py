@@ -34,7 +34,14 @@ from fhirlake.search.index import prepare_rows
 from fhirlake.services.resource_body import check_no_nul
 from fhirlake.store.resources import WriteOp, stamp_meta, write_resources
 
-from .parsing import BadLine, ParsePool, may_hold_conditional_references, op_for, parse_line, worth_a_process
+from .parsing import (
+    BadLine,
+    ParsePool,
+    may_hold_conditional_references,
+    op_for,
+    parse_for_writing,
+    worth_a_process,
+)
 
 log = logging.getLogger("fhirlake.jobs.import")
 
@@ -283,17 +290,12 @@ class ImportRun:
 
     def _parsed_here(self, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WriteOp | BadLine]]:
         for number, line in lines:
+            # Index rows are extracted here, while a writer thread has the database busy; not when
+            # the last batch written changed nothing (a re-import): the extraction would be wasted.
             try:
-                op = parse_line(line)
+                yield number, line, parse_for_writing(line, self._extract_early, prepare_rows)
             except BadLine as exc:
                 yield number, line, exc
-                continue
-            # Without a conditional reference the content is final, so its index rows can be
-            # extracted here, while a writer thread has the database busy. Not when the last batch
-            # written changed nothing (a re-import): the extraction would be wasted.
-            if self._extract_early and not may_hold_conditional_references(line):
-                op.index_rows = prepare_rows(op.res_type, op.resource)  # type: ignore[arg-type]
-            yield number, line, op
 
     def _parsed_elsewhere(self, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WriteOp | BadLine]]:
         """The same as _parsed_here, parsed by the parsing process a few chunks ahead."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 import orjson
 
@@ -64,6 +66,16 @@ def op_for(resource: object) -> WriteOp:
     return WriteOp(res_type, res_id, resource)
 
 
+def parse_for_writing(line: bytes, extract: bool, prepare: Callable[[str, dict], Any]) -> WriteOp:
+    """``parse_line``, with the index rows made by ``prepare`` when ``extract`` is set and the line
+    has no conditional reference (its content is then final; a rewritten reference would change
+    the rows)."""
+    op = parse_line(line)
+    if extract and not may_hold_conditional_references(line):
+        op.index_rows = prepare(op.res_type, op.resource)  # type: ignore[arg-type]
+    return op
+
+
 def parse_chunk(lines: list[bytes], extract: bool) -> list[tuple]:
     """In the parsing process: per line (type, id, CopyText or None), or (None, message, code)."""
     from fhirlake.gc_pause import gc_paused
@@ -73,14 +85,11 @@ def parse_chunk(lines: list[bytes], extract: bool) -> list[tuple]:
     with gc_paused():
         for line in lines:
             try:
-                op = parse_line(line)
+                op = parse_for_writing(line, extract, prepare_copy_text)
             except BadLine as exc:
                 out.append((None, str(exc), exc.code))
                 continue
-            rows = None
-            if extract and not may_hold_conditional_references(line):
-                rows = prepare_copy_text(op.res_type, op.resource)  # type: ignore[arg-type]
-            out.append((op.res_type, op.res_id, rows))
+            out.append((op.res_type, op.res_id, op.index_rows))
     return out
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import text
 revision = "0007"
 down_revision = "0006"
 
+
 def upgrade() -> None:
     from fhirlake.search.planner import TABLE_OF_TYPE
     from fhirlake.search.registry import registry
