@@ -41,14 +41,19 @@ from fhirlake.views.refresh import refresh_views  # noqa: E402
 
 SYNTHEA = REPO.parent / "shared" / "data" / "synthea" / "smart-generated-sample-data-r4-100"
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+TIME = re.compile(rb"(T\d\d:)(\d\d):(\d\d)")
 
 
 def _copy_line(line: bytes, copy: int) -> bytes:
-    """The same resource under ids unique to ``copy`` (references rewritten alike, so views still join)."""
+    """The same resource under ids unique to ``copy`` (references rewritten alike, so views still join),
+    its times of day moved by ``copy`` seconds and minutes (copies would otherwise share every
+    timestamp, which real patients do not: it would flatter the dictionary encoding of the lake)."""
     if copy == 0:
         return line
     suffix = f"{copy:04x}".encode()
-    return UUID.sub(lambda m: m.group(0)[:-4] + suffix, line)
+    line = UUID.sub(lambda m: m.group(0)[:-4] + suffix, line)
+    return TIME.sub(lambda m: b"%s%02d:%02d" % (m.group(1), (int(m.group(2)) + copy) % 60,
+                                               (int(m.group(3)) + copy) % 60), line)
 
 
 def load(engine, types: set[str], copies: int, batch: int = 2000) -> int:  # noqa: ANN001

@@ -38,7 +38,7 @@ DATA = "data"
 KEYS = "keys"
 GRACE_SECONDS = 300.0
 # Version of the part format (see ``parts``); a generation written in another one is rebuilt in full.
-LAYOUT = 2
+LAYOUT = 3
 
 
 @dataclass

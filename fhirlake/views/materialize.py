@@ -175,9 +175,11 @@ class GenerationBuilder:
         if hits == part.rows:
             return None, hits
         keep = pc.invert(hit)
-        data = drop_stale_dictionaries(read_data_for_rewrite(previous_dir / DATA / part.file, self.schema).filter(keep))
+        data = read_data_for_rewrite(previous_dir / DATA / part.file, self.schema)
+        encoded = [f.name for f in data.schema if pa.types.is_dictionary(f.type)]  # stays so
+        data = drop_stale_dictionaries(data.filter(keep))
         file = f"part-{uuid.uuid4().hex[:12]}.parquet"
-        write_data(data, self.dir / DATA / file, self.schema)
+        write_data(data, self.dir / DATA / file, self.schema, dictionary=encoded)
         write_keys(keys.filter(keep).combine_chunks(), self.dir / KEYS / key_file_name(file))
         return Part(file, data.num_rows), hits
 

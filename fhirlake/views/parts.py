@@ -58,30 +58,33 @@ def _string_columns(schema: pa.Schema) -> tuple[str, ...]:
     return tuple(f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
 
 
-# A string column is dictionary-encoded unless more than this share of a sample of its values differ.
+# A string column is dictionary-encoded when fewer than this share of its values are distinct.
+# Counted exactly, not judged on a sample: a sample cannot tell a column whose values each repeat a
+# few dozen times (patient references, timestamps) from one whose values are all distinct, yet
+# only the second is cheaper plain.
 DISTINCT_SHARE_FOR_PLAIN = 0.5
-SAMPLE_ROWS = 512
 
 
 def _dictionary_columns(table: pa.Table) -> list[str]:
-    """Columns to dictionary-encode: those already dictionaries (a rewrite keeps them), and plain
-    string columns whose values repeat, judged on an evenly spaced sample."""
+    """Columns of new rows to dictionary-encode: string columns whose values repeat."""
     chosen = []
-    step = max(1, table.num_rows // SAMPLE_ROWS)
     for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_dictionary(field.type):
             chosen.append(field.name)
         elif pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            sample = column.take(pa.array(range(0, table.num_rows, step), pa.int64())) if step > 1 else column
-            present = len(sample) - sample.null_count
-            if present == 0 or pc.count_distinct(sample).as_py() <= DISTINCT_SHARE_FOR_PLAIN * present:
+            present = len(column) - column.null_count
+            if present == 0 or pc.count_distinct(column).as_py() < DISTINCT_SHARE_FOR_PLAIN * present:
                 chosen.append(field.name)
     return chosen
 
 
-def write_data(table: pa.Table, path: Path, schema: pa.Schema) -> None:
-    """Write ``table`` (the view's columns, strings plain or as dictionaries) as one row group."""
-    options = {**PARQUET_OPTIONS, "use_dictionary": _dictionary_columns(table)}
+def write_data(table: pa.Table, path: Path, schema: pa.Schema, dictionary: list[str] | None = None) -> None:
+    """Write ``table`` (the view's columns, strings plain or as dictionaries) as one row group.
+
+    ``dictionary`` names the columns to dictionary-encode; by default they are chosen by counting
+    (new rows). A rewrite passes the choice made when its rows were first written.
+    """
+    options = {**PARQUET_OPTIONS, "use_dictionary": _dictionary_columns(table) if dictionary is None else dictionary}
     with pq.ParquetWriter(path, table.schema, **options) as writer:
         writer.write_table(table, row_group_size=max(table.num_rows, 1))
         # without store_schema nothing of the schema's metadata is written: add it all here

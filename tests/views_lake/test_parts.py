@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from fhirlake.views.lake import ViewLake
 from fhirlake.views.materialize import KeyedView
-from fhirlake.views.parts import drop_stale_dictionaries
+from fhirlake.views.parts import drop_stale_dictionaries, write_data
 from fhirlake.views.refresh import refresh_views
 
 from .helpers import CATALOG, lake_rows, sort_rows, store_rows, synthea_resources, write
@@ -51,6 +51,7 @@ def test_rewritten_parts_are_plain_parquet_with_the_view_schema(empty_engine, tm
         assert dictionary["id"] is False  # unique: plain
         if group.num_rows >= 20:  # repeated values: dictionary-encoded, rewritten without decoding
             assert dictionary["status"] and dictionary["code"] and dictionary["code_system"], file.name
+            assert dictionary["patient_id"], file.name  # each patient's reference repeats
 
     folder = tmp_path / "views" / "observation"
     polars_rows = pl.read_parquet(folder).to_dicts()
@@ -84,3 +85,41 @@ def test_a_lake_of_an_older_layout_is_rebuilt_in_full(empty_engine, tmp_path) ->
     write(engine, [_changed(OBSERVATIONS[0], 1)])
     assert refresh_views(engine, tmp_path, ["observation"])[0].mode == "full"
     assert lake_rows(tmp_path, "observation") == store_rows(engine, "observation")
+
+
+def _dictionary_pages(path) -> dict[str, bool]:  # noqa: ANN001
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {group.column(i).path_in_schema: group.column(i).has_dictionary_page for i in range(group.num_columns)}
+
+
+def test_new_rows_choose_dictionaries_by_an_exact_count(tmp_path) -> None:  # noqa: ANN001
+    # Each of 1,000 patients has 30 rows, in blocks: any evenly spaced sample of a few hundred rows
+    # sees nearly all values distinct, yet a dictionary is 30 times smaller than the plain column.
+    rows = 30_000
+    table = pa.table({
+        "id": [f"obs-{i:06d}" for i in range(rows)],
+        "patient_id": [f"patient-{i // 30:05d}" for i in range(rows)],
+        "half_distinct": [f"v{i // 2 if i % 4 else i}" for i in range(rows)],  # 62.5% distinct: plain
+        "empty": pa.nulls(rows, pa.string()),
+    })
+    path = tmp_path / "part.parquet"
+    write_data(table, path, table.schema)
+    assert _dictionary_pages(path) == {"id": False, "patient_id": True, "half_distinct": False, "empty": True}
+    assert pq.read_table(path).equals(table)
+
+
+def test_a_rewrite_keeps_the_encoding_chosen_for_its_rows(tmp_path) -> None:  # noqa: ANN001
+    # After a rewrite drops most rows, the kept ones may look distinct; the choice made when they
+    # were first written stays (a rewrite does not count again), and a rebuilt stale dictionary is
+    # still a dictionary.
+    values = pa.array([f"value-{i}" for i in range(5000)])
+    stale = pa.DictionaryArray.from_arrays(pa.array([3, 4, None], pa.int32()), values)
+    table = pa.table({"stale": stale, "distinct_now": ["a", "b", "c"]})
+    rewritten = drop_stale_dictionaries(table)
+    path = tmp_path / "part.parquet"
+    plain = pa.schema([pa.field("stale", pa.string()), pa.field("distinct_now", pa.string())])
+    write_data(rewritten, path, plain, dictionary=["stale", "distinct_now"])
+    assert _dictionary_pages(path) == {"stale": True, "distinct_now": True}
+    assert pq.read_table(path).to_pylist() == [{"stale": "value-3", "distinct_now": "a"},
+                                               {"stale": "value-4", "distinct_now": "b"},
+                                               {"stale": None, "distinct_now": "c"}]
