@@ -61,6 +61,7 @@ class ViewMetadata:
     mode: str = "full"  # how this generation was made: full | incremental
     parts: list[Part] = field(default_factory=list)
     layout: int = LAYOUT
+    key_column: str | None = None  # the column holding the rows' resource keys; None: key files
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)

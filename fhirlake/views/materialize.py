@@ -4,8 +4,9 @@ row-aligned resource keys, and carry unchanged rows over from the previous gener
 Rows are tied to the resource they came from by evaluating a *keyed* copy of the view: the same
 definition with one more top-level select, ``getResourceKey()``. Top-level selects are
 cross-joined and that select yields exactly one value per resource, so the keyed view yields the
-same rows in the same order, plus the key. The key goes to ``keys/``; the rows go to ``data/``
-with the view's own schema.
+same rows in the same order, plus the key. The rows go to ``data/`` with the view's own schema.
+When the view has a key column of its own (``KeyedView.key_column``), that column is the part's
+keys; otherwise the keys go to ``keys/``, one key file per part.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .parts import (
     drop_stale_dictionaries,
     key_file_name,
     read_data_for_rewrite,
+    read_key_column,
     read_keys,
     write_data,
     write_keys,
@@ -52,6 +54,20 @@ def keyed_definition(definition: dict) -> dict:
     return keyed
 
 
+def own_key_column(definition: dict, schema: pa.Schema) -> str | None:
+    """A column holding every row's resource key: ``getResourceKey()`` in a top-level select that
+    iterates over nothing (its columns are evaluated once per resource, on the resource)."""
+    for select in definition.get("select") or ():
+        if not isinstance(select, dict) or any(k in select for k in ("forEach", "forEachOrNull", "repeat")):
+            continue
+        for column in select.get("column") or ():
+            name = column.get("name")
+            if (str(column.get("path", "")).replace(" ", "") == "getResourceKey()" and not column.get("collection")
+                    and name in schema.names and schema.field(name).type == pa.string()):
+                return name
+    return None
+
+
 class KeyedView:
     """A compiled view and its keyed twin; evaluates to (keys, rows) batch pairs."""
 
@@ -61,6 +77,7 @@ class KeyedView:
             raise ViewDefinitionError(f"the column name {KEY_COLUMN!r} is reserved by the lake", "select")
         self.keyed: CompiledView = compiled(keyed_definition(definition))
         self.schema: pa.Schema = self.view.schema
+        self.key_column: str | None = own_key_column(definition, self.schema)
 
     @property
     def resource_type(self) -> str:
@@ -99,12 +116,14 @@ class GenerationBuilder:
     """Writes one new generation of a view; ``publish()`` makes it current, ``abort()`` drops it.
 
     New rows are buffered until a part is full and written as one row group (see ``parts``).
+    ``key_column``: the view's column that holds each row's resource key; None writes key files.
     """
 
-    def __init__(self, lake: ViewLake, name: str, schema: pa.Schema) -> None:
+    def __init__(self, lake: ViewLake, name: str, schema: pa.Schema, key_column: str | None = None) -> None:
         self.lake = lake
         self.name = name
         self.schema = schema
+        self.key_column = key_column
         self.dir: Path = lake.new_generation(name)
         self.parts: list[Part] = []
         self._parts_lock = threading.Lock()  # carry_over may run on another thread than add()
@@ -140,9 +159,9 @@ class GenerationBuilder:
     def _write_part(self, table: pa.Table, keys: pa.Array | pa.ChunkedArray) -> Part:
         file = f"part-{uuid.uuid4().hex[:12]}.parquet"
         write_data(table, self.dir / DATA / file, self.schema)
-        if isinstance(keys, pa.ChunkedArray):
-            keys = keys.combine_chunks()
-        write_keys(keys, self.dir / KEYS / key_file_name(file))
+        if self.key_column is None:
+            write_keys(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys,
+                       self.dir / KEYS / key_file_name(file))
         part = Part(file, table.num_rows)
         with self._parts_lock:
             self.parts.append(part)
@@ -163,24 +182,34 @@ class GenerationBuilder:
             self.parts[0:0] = carried  # old rows first, as a full rebuild would order them
         return sum(hits for _, hits in kept)
 
+    def _keys(self, generation_dir: Path, part: Part) -> pa.Array:
+        if self.key_column is not None:
+            return read_key_column(generation_dir / DATA / part.file, self.key_column)
+        return read_keys(generation_dir / KEYS / key_file_name(part.file)).combine_chunks()
+
     def _carry_part(self, previous_dir: Path, part: Part, removed_keys: pa.Array) -> tuple[Part | None, int]:
-        key_name = key_file_name(part.file)
-        keys = read_keys(previous_dir / KEYS / key_name)
+        keys = self._keys(previous_dir, part)
         hit = pc.is_in(keys, value_set=removed_keys)
         hits = pc.sum(hit).as_py() or 0
         if hits == 0:
             os.link(previous_dir / DATA / part.file, self.dir / DATA / part.file)
-            os.link(previous_dir / KEYS / key_name, self.dir / KEYS / key_name)
+            if self.key_column is None:
+                os.link(previous_dir / KEYS / key_file_name(part.file), self.dir / KEYS / key_file_name(part.file))
             return Part(part.file, part.rows), 0
         if hits == part.rows:
             return None, hits
         keep = pc.invert(hit)
-        data = read_data_for_rewrite(previous_dir / DATA / part.file, self.schema)
-        encoded = [f.name for f in data.schema if pa.types.is_dictionary(f.type)]  # stays so
-        data = drop_stale_dictionaries(data.filter(keep))
+        # the key column was read already: the other columns only
+        data, encoded = read_data_for_rewrite(previous_dir / DATA / part.file, self.schema, skip=self.key_column)
+        data = data.filter(keep)
+        if self.key_column is not None:
+            index = self.schema.get_field_index(self.key_column)
+            data = data.add_column(index, self.schema.field(index), keys.filter(keep))
+        data = drop_stale_dictionaries(data)
         file = f"part-{uuid.uuid4().hex[:12]}.parquet"
-        write_data(data, self.dir / DATA / file, self.schema, dictionary=encoded)
-        write_keys(keys.filter(keep).combine_chunks(), self.dir / KEYS / key_file_name(file))
+        write_data(data, self.dir / DATA / file, self.schema, dictionary=encoded)  # the encodings stay
+        if self.key_column is None:
+            write_keys(keys.filter(keep), self.dir / KEYS / key_file_name(file))
         return Part(file, data.num_rows), hits
 
     def compact_if_fragmented(self, max_parts: int | None = None) -> bool:
@@ -191,12 +220,12 @@ class GenerationBuilder:
         old, self.parts = self.parts, []
         for part in old:
             data = pq.read_table(self.dir / DATA / part.file, schema=self.schema)
-            keys = read_keys(self.dir / KEYS / key_file_name(part.file))
+            keys = self._keys(self.dir, part)
             (self.dir / DATA / part.file).unlink()
-            (self.dir / KEYS / key_file_name(part.file)).unlink()
+            (self.dir / KEYS / key_file_name(part.file)).unlink(missing_ok=True)
             offset = 0
             for batch in data.to_batches():
-                self.add(keys.slice(offset, batch.num_rows).combine_chunks(), batch)
+                self.add(keys.slice(offset, batch.num_rows), batch)
                 offset += batch.num_rows
         self._close_part()
         return True
@@ -210,6 +239,7 @@ class GenerationBuilder:
     def publish(self, meta: ViewMetadata) -> ViewMetadata:
         self.finish()
         meta.parts = list(self.parts)
+        meta.key_column = self.key_column
         meta.row_count = sum(p.rows for p in self.parts)
         meta.generation = self.dir.name
         self.lake.publish(self.name, self.dir, meta)

@@ -15,7 +15,9 @@ Readers see ordinary Parquet with the view's plain schema.
 A dictionary keeps the values of rows removed by later rewrites; once it holds more than twice as
 many values as the part has rows, that column is decoded and its dictionary rebuilt.
 
-Key files (``keys/``, never opened by readers) are Arrow IPC files, read by memory mapping.
+The rows' resource keys are the view's own key column when it has one (a top-level column whose path is
+``getResourceKey()``: every catalog view's ``id``). Otherwise they are kept beside the data, in key
+files (``keys/``, never opened by readers): Arrow IPC files, read by memory mapping.
 """
 
 from __future__ import annotations
@@ -91,15 +93,22 @@ def write_data(table: pa.Table, path: Path, schema: pa.Schema, dictionary: list[
         writer.add_key_value_metadata(_file_metadata(schema))
 
 
-def read_data_for_rewrite(path: Path, schema: pa.Schema) -> pa.Table:
-    """A data part with its string columns as dictionaries (indices only are touched by filters)."""
+def read_data_for_rewrite(path: Path, schema: pa.Schema, skip: str | None = None) -> tuple[pa.Table, list[str]]:
+    """A data part with its string columns as dictionaries (indices only are touched by filters),
+    without column ``skip``; and the names of all its dictionary-encoded columns."""
     # ParquetFile over a memory map: about half the time of pq.read_table (no dataset layer, no copy
     # of the file into Arrow buffers before decoding); one thread, the caller runs several parts.
     parquet = pq.ParquetFile(path, memory_map=True)
     encoded = _dictionary_encoded(parquet.metadata, _string_columns(schema))
     if encoded:  # the columns written with a dictionary are read as one
         parquet = pq.ParquetFile(path, read_dictionary=encoded, memory_map=True)
-    return parquet.read(use_threads=False)
+    columns = None if skip is None else [name for name in schema.names if name != skip]
+    return parquet.read(columns=columns, use_threads=False), encoded
+
+
+def read_key_column(path: Path, name: str) -> pa.Array:
+    """One column of a data part, plain (a view's resource key column)."""
+    return pq.ParquetFile(path, memory_map=True).read(columns=[name], use_threads=False).column(0).combine_chunks()
 
 
 def _dictionary_encoded(metadata: pq.FileMetaData, strings: tuple[str, ...]) -> list[str]:

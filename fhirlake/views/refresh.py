@@ -94,7 +94,8 @@ def _refresh(engine: Engine, lake_dir: Path, names: Iterable[str] | None, full: 
         for plan in plans:
             plan.previous = lake.metadata(plan.name)
             if (plan.previous is None or plan.previous.definition_hash != plan.hash
-                    or plan.previous.watermark is None or plan.previous.layout != LAYOUT):
+                    or plan.previous.watermark is None or plan.previous.layout != LAYOUT
+                    or plan.previous.key_column != _key_column(plan, deidentify)):
                 plan.full = True
         by_type: dict[str, list[_Plan]] = {}
         for plan in plans:
@@ -109,6 +110,12 @@ def _refresh(engine: Engine, lake_dir: Path, names: Iterable[str] | None, full: 
         results += _incremental_all(lake, snap, [p for p in plans if not p.full], deidentify)
     _record_state(engine, results, {p.name: p.hash for p in plans})
     return results
+
+
+def _key_column(plan: _Plan, deidentify: Deidentify | None) -> str | None:
+    """The view's own key column, except in a de-identified zone: rows there are keyed by the
+    original resource id, which no column shows."""
+    return None if deidentify is not None else plan.keyed.key_column
 
 
 def _evaluate(keyed: KeyedView, lines: list[bytes], deidentify: Deidentify | None):  # noqa: ANN202
@@ -129,7 +136,7 @@ def _full(lake: ViewLake, snap: Snapshot, res_type: str, plans: list[_Plan], dei
           advance: Callable[[int], None]) -> list[RefreshResult]:
     """Rebuild every view in ``plans`` (all over ``res_type``) from one pass over its resources."""
     started = time.perf_counter()
-    builders = [GenerationBuilder(lake, p.name, p.keyed.schema) for p in plans]
+    builders = [GenerationBuilder(lake, p.name, p.keyed.schema, _key_column(p, deidentify)) for p in plans]
     evaluated = 0
     try:
         for lines in snap.stream_current(res_type):
@@ -176,7 +183,7 @@ def _incremental_all(lake: ViewLake, snap: Snapshot, plans: list[_Plan],
                     if not removed:
                         results.append(_unchanged(lake, snap, plan, started))
                         continue
-                    builder = GenerationBuilder(lake, plan.name, plan.keyed.schema)
+                    builder = GenerationBuilder(lake, plan.name, plan.keyed.schema, _key_column(plan, deidentify))
                     previous_dir = lake.current_dir(plan.name)
                     assert previous_dir is not None and plan.previous is not None
                     carried = rewriter.submit(builder.carry_over, previous_dir, plan.previous.parts,

@@ -9,9 +9,12 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy import text
 
-from fhirlake.views.lake import ViewLake
-from fhirlake.views.materialize import KeyedView
+from fhirlake.views.compiler import compile_view
+from fhirlake.views.lake import KEYS, ViewLake
+from fhirlake.views.materialize import KeyedView, own_key_column
+from fhirlake.views.ndjson import parse_line
 from fhirlake.views.parts import drop_stale_dictionaries, write_data
 from fhirlake.views.refresh import refresh_views
 
@@ -123,3 +126,70 @@ def test_a_rewrite_keeps_the_encoding_chosen_for_its_rows(tmp_path) -> None:  # 
     assert pq.read_table(path).to_pylist() == [{"stale": "value-3", "distinct_now": "a"},
                                                {"stale": "value-4", "distinct_now": "b"},
                                                {"stale": None, "distinct_now": "c"}]
+
+
+def _key_files(lake_dir, name: str, zone: str | None = None) -> list[str]:  # noqa: ANN001
+    current = ViewLake.for_zone(lake_dir, zone).current_dir(name)
+    assert current is not None
+    return sorted(p.name for p in (current / KEYS).iterdir())
+
+
+def test_a_view_with_its_own_key_column_keeps_no_key_files(empty_engine, tmp_path) -> None:  # noqa: ANN001
+    engine = empty_engine
+    write(engine, OBSERVATIONS)
+    refresh_views(engine, tmp_path, ["observation"])
+    write(engine, [_changed(r, 1) for r in OBSERVATIONS[:40:3]], deletes=[("Observation", OBSERVATIONS[50]["id"])])
+    assert refresh_views(engine, tmp_path, ["observation"])[0].mode == "incremental"
+    assert ViewLake.for_zone(tmp_path).metadata("observation").key_column == "id"
+    assert _key_files(tmp_path, "observation") == []
+    assert lake_rows(tmp_path, "observation") == store_rows(engine, "observation")
+
+
+# Observation values without the resource's id: rows are tied to resources through key files.
+WITHOUT_KEY = {
+    "resourceType": "ViewDefinition", "name": "observation_values", "status": "active", "resource": "Observation",
+    "select": [
+        {"column": [{"name": "code", "path": "code.coding.first().code", "type": "code"}]},
+        {"forEach": "component", "column": [
+            {"name": "key_of_component", "path": "getResourceKey()", "type": "string"},  # not the resource's
+            {"name": "component_code", "path": "code.coding.first().code", "type": "code"}]},
+    ],
+}
+
+
+def _evaluated(engine, definition: dict) -> list[dict]:  # noqa: ANN001
+    view = compile_view(definition)
+    with engine.connect() as conn:
+        contents = conn.execute(
+            text("SELECT v.content FROM resource r JOIN resource_version v ON v.rid = r.rid"
+                 " AND v.version = r.version WHERE r.res_type = 'Observation' AND NOT r.deleted")
+        ).scalars().all()
+    return sort_rows(list(view.rows(parse_line(c) for c in contents)))
+
+
+def test_a_view_without_a_key_column_keeps_key_files(empty_engine, tmp_path) -> None:  # noqa: ANN001
+    engine = empty_engine
+    catalog = {"observation_values": WITHOUT_KEY}
+    with_components = [r for r in synthea_resources("Observation", 3000) if r.get("component")][:120]
+    write(engine, with_components)
+    refresh_views(engine, tmp_path, catalog=catalog)
+    assert ViewLake.for_zone(tmp_path).metadata("observation_values").key_column is None
+    changed = []
+    for resource in with_components[:30:2]:
+        resource = copy.deepcopy(resource)
+        resource["component"] = resource["component"][:1]  # fewer rows for these resources
+        changed.append(resource)
+    write(engine, changed, deletes=[("Observation", with_components[40]["id"])])
+    result = refresh_views(engine, tmp_path, catalog=catalog)[0]
+    assert result.mode == "incremental" and result.removed > len(changed)
+    assert len(_key_files(tmp_path, "observation_values")) == len(ViewLake.for_zone(tmp_path).data_files("observation_values"))
+    assert lake_rows(tmp_path, "observation_values") == _evaluated(engine, WITHOUT_KEY)
+
+
+def test_which_column_holds_the_resource_key() -> None:
+    schema = KeyedView(CATALOG["observation"]).schema
+    assert own_key_column(CATALOG["observation"], schema) == "id"
+    assert own_key_column(WITHOUT_KEY, KeyedView(WITHOUT_KEY).schema) is None  # inside forEach
+    as_collection = copy.deepcopy(CATALOG["patient"])
+    as_collection["select"][0]["column"][0]["collection"] = True
+    assert own_key_column(as_collection, KeyedView(as_collection).schema) is None
