@@ -31,6 +31,8 @@ from pathlib import Path
 
 import orjson
 
+from .parts import key_file_name
+
 STORE = "_store"
 CURRENT = "current"
 METADATA = "view.json"
@@ -45,6 +47,7 @@ LAYOUT = 3
 class Part:
     file: str  # file name, the same under data/ and keys/
     rows: int
+    bytes: int | None = None  # size of the data file as written (None: recorded before sizes were)
 
 
 @dataclass
@@ -153,6 +156,29 @@ class ViewLake:
         if not reader_link.is_symlink() or os.readlink(reader_link) != target:
             _replace_symlink(reader_link, target)
         self._prune(name, keep={generation_dir.name, meta.previous_generation})
+
+    def damaged_parts(self, name: str, meta: ViewMetadata) -> list[str]:
+        """Parts of the current generation missing or not of the size they were written with.
+
+        Parts are not fsynced when published (the lake can always be rebuilt from the store, and
+        a flush of every rewritten part would cost an incremental refresh more than its own work):
+        after an OS crash a recent generation may hold empty or short files. The refresh rebuilds
+        such a view in full rather than carry damaged rows over.
+        """
+        current = self.current_dir(name)
+        if current is None:
+            return []
+        damaged = []
+        for part in meta.parts:
+            try:
+                size = (current / DATA / part.file).stat().st_size
+                if meta.key_column is None and (current / KEYS / key_file_name(part.file)).stat().st_size == 0:
+                    size = -1
+            except OSError:
+                size = -1
+            if size < 0 or (part.bytes is not None and size != part.bytes):
+                damaged.append(part.file)
+        return damaged
 
     def rewrite_metadata(self, name: str, meta: ViewMetadata) -> None:
         """Update the current generation's metadata in place (a refresh that found no change)."""

@@ -162,7 +162,7 @@ class GenerationBuilder:
         if self.key_column is None:
             write_keys(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys,
                        self.dir / KEYS / key_file_name(file))
-        part = Part(file, table.num_rows)
+        part = Part(file, table.num_rows, (self.dir / DATA / file).stat().st_size)
         with self._parts_lock:
             self.parts.append(part)
         return part
@@ -195,7 +195,7 @@ class GenerationBuilder:
             os.link(previous_dir / DATA / part.file, self.dir / DATA / part.file)
             if self.key_column is None:
                 os.link(previous_dir / KEYS / key_file_name(part.file), self.dir / KEYS / key_file_name(part.file))
-            return Part(part.file, part.rows), 0
+            return Part(part.file, part.rows, part.bytes), 0
         if hits == part.rows:
             return None, hits
         keep = pc.invert(hit)
@@ -210,7 +210,7 @@ class GenerationBuilder:
         write_data(data, self.dir / DATA / file, self.schema, dictionary=encoded)  # the encodings stay
         if self.key_column is None:
             write_keys(keys.filter(keep), self.dir / KEYS / key_file_name(file))
-        return Part(file, data.num_rows), hits
+        return Part(file, data.num_rows, (self.dir / DATA / file).stat().st_size), hits
 
     def compact_if_fragmented(self, max_parts: int | None = None) -> bool:
         """Merge the parts into full-size ones once incremental refreshes have left too many."""

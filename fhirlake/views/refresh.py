@@ -97,6 +97,10 @@ def _refresh(engine: Engine, lake_dir: Path, names: Iterable[str] | None, full: 
                     or plan.previous.watermark is None or plan.previous.layout != LAYOUT
                     or plan.previous.key_column != _key_column(plan, deidentify)):
                 plan.full = True
+            elif damaged := lake.damaged_parts(plan.name, plan.previous):
+                log.warning("view %s: %d part file(s) damaged or missing (e.g. %s); rebuilding it in full",
+                            plan.name, len(damaged), damaged[0])
+                plan.full = True
         by_type: dict[str, list[_Plan]] = {}
         for plan in plans:
             by_type.setdefault(plan.keyed.resource_type, []).append(plan)

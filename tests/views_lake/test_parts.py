@@ -193,3 +193,43 @@ def test_which_column_holds_the_resource_key() -> None:
     as_collection = copy.deepcopy(CATALOG["patient"])
     as_collection["select"][0]["column"][0]["collection"] = True
     assert own_key_column(as_collection, KeyedView(as_collection).schema) is None
+
+
+def test_a_view_with_damaged_parts_is_rebuilt_in_full(empty_engine, tmp_path, caplog) -> None:  # noqa: ANN001
+    # After an OS crash a recently published generation may hold empty or short files (parts are
+    # not fsynced): the next refresh must not carry their rows over, nor fail on them forever.
+    engine = empty_engine
+    write(engine, OBSERVATIONS)
+    refresh_views(engine, tmp_path, ["observation"])
+    lake = ViewLake.for_zone(tmp_path)
+    meta = lake.metadata("observation")
+    assert all(p.bytes and p.bytes > 0 for p in meta.parts)
+    assert lake.damaged_parts("observation", meta) == []
+    victim = lake.data_files("observation")[0]
+    victim.write_bytes(victim.read_bytes()[: meta.parts[0].bytes // 2])  # cut short: the crash
+    assert lake.damaged_parts("observation", meta) == [victim.name]
+
+    write(engine, [_changed(OBSERVATIONS[3], 1)])
+    with caplog.at_level("WARNING", logger="fhirlake.views.refresh"):
+        result = refresh_views(engine, tmp_path, ["observation"])[0]
+    assert result.mode == "full"
+    assert "damaged or missing" in caplog.text and OBSERVATIONS[3]["id"] not in caplog.text
+    assert lake_rows(tmp_path, "observation") == store_rows(engine, "observation")
+    # and the next change is incremental again
+    write(engine, [_changed(OBSERVATIONS[4], 0)])
+    assert refresh_views(engine, tmp_path, ["observation"])[0].mode == "incremental"
+    assert lake_rows(tmp_path, "observation") == store_rows(engine, "observation")
+
+
+def test_a_missing_key_file_makes_a_full_rebuild(empty_engine, tmp_path) -> None:  # noqa: ANN001
+    engine = empty_engine
+    catalog = {"observation_values": WITHOUT_KEY}
+    with_components = [r for r in synthea_resources("Observation", 3000) if r.get("component")][:40]
+    write(engine, with_components)
+    refresh_views(engine, tmp_path, catalog=catalog)
+    current = ViewLake.for_zone(tmp_path).current_dir("observation_values")
+    for key_file in (current / KEYS).iterdir():
+        key_file.write_bytes(b"")
+    write(engine, [], deletes=[("Observation", with_components[0]["id"])])
+    assert refresh_views(engine, tmp_path, catalog=catalog)[0].mode == "full"
+    assert lake_rows(tmp_path, "observation_values") == _evaluated(engine, WITHOUT_KEY)
