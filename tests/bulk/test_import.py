@@ -124,6 +124,32 @@ def test_bad_lines_are_reported_and_good_ones_kept(fresh, tmp_path, parse_proces
     assert ids == {g["id"] for g in good}
 
 
+@pytest.mark.parametrize("parse_process", [False, True], ids=["parsed-here", "parsing-process"])
+def test_a_line_over_the_limit_is_reported_and_skipped(fresh, tmp_path, parse_process) -> None:  # noqa: ANN001
+    _url, eng = fresh
+    limit = 4096
+    text_of = lambda n: orjson.dumps({"resourceType": "Patient", "id": f"imp-long-{n}", "gender": "male"})  # noqa: E731
+    huge = orjson.dumps({"resourceType": "Patient", "id": "imp-too-long", "name": [{"text": "x" * (3 * limit)}]})
+    exact = orjson.dumps({"resourceType": "Patient", "id": "imp-at-limit", "name": [{"text": ""}]})
+    exact = exact.replace(b'"text":""', b'"text":"' + b"y" * (limit - len(exact)) + b'"')
+    assert len(exact) == limit
+    path = tmp_path / "Long.ndjson.gz"
+    # gzip: the stream is read a line at a time like a file; the oversized line is the 2nd and the last
+    path.write_bytes(gzip.compress(b"\n".join([text_of(1), huge, exact, text_of(2), huge])))
+    errors = tmp_path / "errors.ndjson"
+    summary = ImportRun(eng, errors, parse_process=parse_process, max_line_bytes=limit).load(expand_paths([path]))
+    assert summary.errors == 2 and summary.loaded + summary.unchanged == 3
+    outcomes = [orjson.loads(x) for x in errors.read_bytes().splitlines()]
+    assert sorted(o["issue"][0]["location"][0] for o in outcomes) == [f"{path}, line 2", f"{path}, line 5"]
+    assert all(o["issue"][0]["code"] == "too-costly" and "4,096 bytes" in o["issue"][0]["diagnostics"]
+               for o in outcomes)
+    assert all("x" * 10 not in x for x in errors.read_text().splitlines())  # the content is not echoed
+    with eng.connect() as conn:
+        ids = {r[0] for r in conn.execute(text("SELECT res_id FROM resource WHERE res_id LIKE 'imp-long-%'"
+                                                " OR res_id IN ('imp-at-limit', 'imp-too-long')"))}
+    assert ids == {"imp-long-1", "imp-long-2", "imp-at-limit"}
+
+
 def test_reimport_is_idempotent(fresh, tmp_path) -> None:  # noqa: ANN001
     _url, eng = fresh
     source = tmp_path / "Patient.ndjson.gz"

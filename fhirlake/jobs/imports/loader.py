@@ -149,6 +149,10 @@ WRITERS = 2
 PARSE_CHUNK_LINES = 1000
 PARSE_CHUNK_BYTES = 2 << 20  # large resources: at most 12 x 2 MiB of lines (and their rows) in flight
 PARSE_CHUNKS_AHEAD = 12
+# A longer NDJSON line is reported as an error and skipped, not read into memory: a file without
+# newlines (or a truncated one) must not make the importer hold gigabytes. Far above any real
+# resource (the REST API takes bodies up to 32 MiB).
+MAX_LINE_BYTES = 64 << 20
 
 
 class ImportRun:
@@ -157,8 +161,9 @@ class ImportRun:
     def __init__(self, engine: Engine, error_sink: Path | IO[bytes] | None, *, batch_size: int = BATCH_SIZE,
                  batch_bytes: int = BATCH_BYTES,
                  progress_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
-                 parse_process: bool | None = None) -> None:
+                 parse_process: bool | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.engine = engine
+        self.max_line_bytes = max_line_bytes
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.progress_bytes = progress_bytes or (lambda n: None)
@@ -265,7 +270,9 @@ class ImportRun:
             keys: set[tuple[str, str]] = set()
             size = 0  # bytes of NDJSON in the batch
             position = 0
-            lines = _numbered_lines(reader)
+            too_long = f"line longer than {self.max_line_bytes:,} bytes: skipped"
+            lines = _numbered_lines(reader, self.max_line_bytes,
+                                    lambda number: self._error(source.name, number, too_long, "too-costly"))
             parsed = self._parsed_elsewhere(lines) if self._pool is not None else self._parsed_here(lines)
             for number, line, op in parsed:
                 if isinstance(op, BadLine):
@@ -536,9 +543,21 @@ def _chunk(lines: Iterator[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     return chunk
 
 
-def _numbered_lines(reader: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of the non-blank lines."""
-    for number, line in enumerate(reader, start=1):
+def _numbered_lines(reader: IO[bytes], max_bytes: int = MAX_LINE_BYTES,
+                    too_long: Callable[[int], None] = lambda number: None) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines; a line over ``max_bytes`` is passed to
+    ``too_long`` and skipped without being held whole."""
+    number = 0
+    while True:
+        line = reader.readline(max_bytes + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # the rest of it, a piece at a time
+                line = reader.readline(1 << 20)
+            too_long(number)
+            continue
         line = line.strip()
         if line:
             yield number, line
