@@ -213,8 +213,7 @@ def prepare_rows(res_type: str, resource: dict) -> R.Rows:
 
 def prepare_copy_text(res_type: str, resource: dict) -> R.CopyText:
     """``prepare_rows``, formatted as COPY text (for a parsing process: see ``R.CopyText``)."""
-    from psycopg._copy_base import format_row_text  # psycopg's own (C) formatter, as cursor.copy uses it
-
+    format_row = _copy_row_formatter()
     rows = prepare_rows(res_type, resource)
     transformer = _transformer()
     blocks = {}
@@ -223,9 +222,44 @@ def prepare_copy_text(res_type: str, resource: dict) -> R.CopyText:
         if data:
             block = bytearray()
             for row in data:
-                format_row_text(row, transformer, block)
+                format_row(row, transformer, block)
             blocks[table] = bytes(block)
     return R.CopyText(blocks)
+
+
+@cache
+def _copy_row_formatter() -> Callable[[Sequence[Any], Any, bytearray], Any]:
+    """psycopg's own formatter of COPY text rows (C, what ``cursor.copy`` uses) when this psycopg
+    still has it where we look (a private module), else ``format_copy_row`` (same output, slower)."""
+    try:
+        from psycopg._copy_base import format_row_text
+    except ImportError:
+        return format_copy_row
+    return format_row_text
+
+
+# COPY text format: these bytes inside a value are written as backslash escapes (PostgreSQL docs, COPY)
+_COPY_ESCAPES = {ord("\\"): b"\\\\", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f", 13: b"\\r"}
+_COPY_SPECIAL = bytes(_COPY_ESCAPES)
+
+
+def format_copy_row(row: Sequence[Any], transformer: Any, out: bytearray) -> bytearray:
+    """Append one row in COPY text format to ``out``: values dumped by psycopg's public text
+    dumpers, tab-separated, NULL as ``\\N``, special bytes escaped, a newline at the end."""
+    from psycopg.adapt import PyFormat
+
+    for index, value in enumerate(transformer.dump_sequence(row, [PyFormat.TEXT] * len(row))):
+        if index:
+            out += b"\t"
+        if value is None:
+            out += b"\\N"
+            continue
+        value = bytes(value)
+        if any(byte in _COPY_SPECIAL for byte in value):
+            value = b"".join(_COPY_ESCAPES.get(byte, bytes((byte,))) for byte in value)
+        out += value
+    out += b"\n"
+    return out
 
 
 _local = threading.local()
