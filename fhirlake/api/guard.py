@@ -22,11 +22,17 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy import Connection
 
+from fhirlake.api.auth_routes import install_auth
+from fhirlake.api.errors import outcome_response
 from fhirlake.api.runtime import runtime
+from fhirlake.audit import OUTCOME_UNKNOWN, AuditRecord, complete_in, record_in
+from fhirlake.audit.record import access_columns
+from fhirlake.auth import AccessContext, AuthError
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
+from fhirlake.services.authz import require
 
 # Endpoints anyone may call: discovery and the token endpoint itself.
 PUBLIC_ENDPOINTS = {"system.metadata", "fhirlake_auth.token", "fhirlake_auth.jwks", "fhirlake_auth.smart_config"}
@@ -89,8 +95,6 @@ def _resource_ids() -> tuple[str, ...]:
 
 
 def _audit_record(status: int, outcome_desc: str | None = None) -> Any:
-    from fhirlake.audit import AuditRecord
-
     interaction = getattr(g, "audit_interaction", None) or (request.endpoint or "unknown")
     res_type = request.view_args.get("res_type") if request.view_args else None
     # parameter NAMES only: values may be PHI
@@ -105,8 +109,6 @@ def inline_audit() -> tuple[Any, Any]:
         return None, None
 
     def build() -> dict:
-        from fhirlake.audit.record import access_columns
-
         return access_columns(access(), request.args.keys(), request.remote_addr)
 
     def written(audit_id: int, outcome: int) -> None:
@@ -119,15 +121,11 @@ def inline_audit() -> tuple[Any, Any]:
 @contextmanager
 def write_transaction() -> Iterator[Connection]:
     """A database transaction whose audit record commits (or rolls back) with the change."""
-    from fhirlake.audit import record_in
-
     with runtime().engine.begin() as conn:
         yield conn
         if _auth_installed():
             pending = getattr(g, "audit_pending", None)
             if pending is not None:  # an access already on record: complete that row, add none
-                from fhirlake.audit import complete_in
-
                 complete_in(conn, pending, 200, resource_ids=_resource_ids())
             else:
                 record_in(conn, _audit_record(200))
@@ -135,15 +133,10 @@ def write_transaction() -> Iterator[Connection]:
 
 
 def _auth_installed() -> bool:
-    from flask import current_app
-
     return "fhirlake.auth" in current_app.extensions
 
 
 def install_guard(app: Flask, settings: Any, engine: Any) -> None:
-    from fhirlake.api.auth_routes import install_auth
-    from fhirlake.auth import AccessContext, AuthError
-
     services = install_auth(app, settings, engine)
     enabled = settings.auth_enabled
     writer = services.audit
@@ -155,7 +148,6 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
         if endpoint in IN_STATEMENT_ENDPOINTS:
             g.audit_inline = True  # the handler's read statement inserts the record
             return
-        from fhirlake.audit import OUTCOME_UNKNOWN
 
         g.audit_pending = writer.submit(_audit_record(OUTCOME_UNKNOWN))
 
@@ -177,18 +169,12 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
             g.access = None
             start_audit(endpoint)
             body = operation_outcome([Issue("error", "login", exc.description)])
-            from fhirlake.api.errors import outcome_response
-
             return outcome_response(401, body, {"WWW-Authenticate": exc.www_authenticate()})
         start_audit(endpoint)
         res_type = (request.view_args or {}).get("res_type")
         if scope_interaction and res_type:
-            from fhirlake.services.authz import require
-
             require(g.access, scope_interaction, res_type)
         if endpoint == "system.patient_everything" or endpoint == "system.patients_everything":
-            from fhirlake.services.authz import require
-
             require(g.access, "everything", "Patient")
         return None
 
@@ -211,8 +197,6 @@ def install_guard(app: Flask, settings: Any, engine: Any) -> None:
                 ids = _resource_ids()
                 writer.finish(pending, status, desc, ids if ids != pending.record.resource_ids else None)
         except Exception:  # noqa: BLE001 - an access that cannot be audited must not be answered
-            from fhirlake.api.errors import outcome_response
-
             err = FhirError(503, "The access could not be audited; try again", code="transient")
             return outcome_response(503, err.outcome(), {"Retry-After": "1"})
         return response
