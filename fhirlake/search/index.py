@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.adapt import PyFormat
 from sqlalchemy import Connection, Engine, text
 
 from fhirlake.search import rows as R
@@ -246,8 +247,6 @@ _COPY_SPECIAL = bytes(_COPY_ESCAPES)
 def format_copy_row(row: Sequence[Any], transformer: Any, out: bytearray) -> bytearray:
     """Append one row in COPY text format to ``out``: values dumped by psycopg's public text
     dumpers, tab-separated, NULL as ``\\N``, special bytes escaped, a newline at the end."""
-    from psycopg.adapt import PyFormat
-
     for index, value in enumerate(transformer.dump_sequence(row, [PyFormat.TEXT] * len(row))):
         if index:
             out += b"\t"

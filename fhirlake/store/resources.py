@@ -288,7 +288,6 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
                 "res_type": op.res_type,
                 "res_id": op.res_id,
                 "seq": seq,
-                "last_updated": now,
                 "method": method,
                 "content": content,
             }
@@ -301,7 +300,7 @@ def write_resources(conn: Connection, ops: Sequence[WriteOp], *, index: bool = T
     # One cursor for all COPYs of this write: creating a psycopg cursor copies its adapter map.
     with raw.cursor() as cur:
         if version_rows:
-            _insert_versions(conn, cur, version_rows)
+            _insert_versions(conn, cur, version_rows, now)
         if index:
             _update_indexes(conn, cur, to_index, to_index_prepared, to_unindex, fresh)
     return results
@@ -318,15 +317,15 @@ def _next_seqs(conn: Connection, n: int) -> list[int]:
     return list(conn.execute(text("SELECT nextval('change_seq') FROM generate_series(1, :n)"), {"n": n}).scalars())
 
 
-def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) -> None:
+def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict], now: datetime) -> None:
+    """The versions of one write, all stamped with its instant ``now``."""
     # COPY: the content text is large, and COPY moves it without per-value SQL escaping.
     with cur.copy(
         "COPY resource_version (rid, version, res_type, res_id, seq, last_updated, method, content) FROM STDIN"
     ) as copy:
         for r in rows:
-            copy.write_row((r["rid"], r["version"], r["res_type"], r["res_id"], r["seq"], r["last_updated"],
-                            r["method"], r["content"]))
-    # Every version of one write has the same instant: it travels once.
+            copy.write_row((r["rid"], r["version"], r["res_type"], r["res_id"], r["seq"], now, r["method"],
+                            r["content"]))
     cols = {k: _joined([r[k] for r in rows]) for k in ("rid", "version", "seq", "method")}
     conn.execute(
         text(
@@ -336,7 +335,7 @@ def _insert_versions(conn: Connection, cur: psycopg.Cursor, rows: list[dict]) ->
             " CAST(string_to_array(:seq, ',') AS bigint[]), string_to_array(:method, ','))"
             " AS u(rid, version, seq, method) WHERE r.rid = u.rid"
         ),
-        {**cols, "last_updated": rows[0]["last_updated"]},
+        {**cols, "last_updated": now},
     )
 
 

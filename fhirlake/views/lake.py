@@ -66,6 +66,12 @@ class ViewMetadata:
     layout: int = LAYOUT
     key_column: str | None = None  # the column holding the rows' resource keys; None: key files
 
+    @property
+    def data_bytes(self) -> int:
+        """Size of the generation's data files as written: what rewriting it costs (row counts
+        mislead, rows differ in width several times over between views)."""
+        return sum(p.bytes or 0 for p in self.parts)
+
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
 

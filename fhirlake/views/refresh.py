@@ -25,7 +25,7 @@ from sqlalchemy import Engine, text
 from fhirlake.gc_pause import gc_paused
 
 from .catalog import definition_hash, select_views
-from .lake import DATA, LAYOUT, ViewLake, ViewMetadata, now_iso
+from .lake import LAYOUT, ViewLake, ViewMetadata, now_iso
 from .materialize import Deidentify, GenerationBuilder, KeyedView
 from .store_source import Snapshot, lock_key, snapshot, view_locks
 
@@ -182,7 +182,7 @@ def _incremental_all(lake: ViewLake, snap: Snapshot, plans: list[_Plan],
             for since, group in by_since.items():
                 keys = snap.changed_keys(sorted({p.keyed.resource_type for p in group}), since)
                 started_here = []
-                for plan in sorted(group, key=lambda p: -_bytes_on_disk(lake, p)):
+                for plan in sorted(group, key=lambda p: -p.previous.data_bytes):  # type: ignore[union-attr]
                     removed = keys.removed[plan.keyed.resource_type]
                     if not removed:
                         results.append(_unchanged(lake, snap, plan, started))
@@ -214,21 +214,6 @@ def _incremental_all(lake: ViewLake, snap: Snapshot, plans: list[_Plan],
                     builder.abort()
             raise
     return results
-
-
-def _bytes_on_disk(lake: ViewLake, plan: _Plan) -> int:
-    """Size of a view's current data: what its rewrite costs (row counts mislead, rows differ in
-    width several times over between views)."""
-    current = lake.current_dir(plan.name)
-    if current is None or plan.previous is None:
-        return 0
-    total = 0
-    for part in plan.previous.parts:
-        try:
-            total += (current / DATA / part.file).stat().st_size
-        except OSError:
-            pass
-    return total
 
 
 def _is_published(lake: ViewLake, name: str, builder: GenerationBuilder) -> bool:

@@ -47,9 +47,10 @@ def lake_rows(lake_dir: Path, name: str, zone: str | None = None) -> list[dict]:
     return sort_rows(lake_table(lake_dir, name, zone).to_pylist())
 
 
-def store_rows(engine: Engine, name: str) -> list[dict]:
-    """The view evaluated row by row (closures back end) over the store's current resources."""
-    view = compile_view(CATALOG[name])
+def store_rows(engine: Engine, view_of: str | dict) -> list[dict]:
+    """The view (a catalog name, or a ViewDefinition) evaluated row by row (closures back end) over
+    the store's current resources."""
+    view = compile_view(CATALOG[view_of] if isinstance(view_of, str) else view_of)
     with engine.connect() as conn:
         contents = conn.execute(
             text(

@@ -543,8 +543,8 @@ def _chunk(lines: Iterator[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     return chunk
 
 
-def _numbered_lines(reader: IO[bytes], max_bytes: int = MAX_LINE_BYTES,
-                    too_long: Callable[[int], None] = lambda number: None) -> Iterator[tuple[int, bytes]]:
+def _numbered_lines(reader: IO[bytes], max_bytes: int,
+                    too_long: Callable[[int], None]) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of the non-blank lines; a line over ``max_bytes`` is passed to
     ``too_long`` and skipped without being held whole."""
     number = 0
