@@ -8,7 +8,13 @@ round so that load from other processes on the machine hits both alike; medians 
 Also reported, from PostgreSQL's own statistics for the scratch database: audit rows written and
 commits per request in each configuration (how well the audit writer groups concurrent requests).
 
-    python bench/bench_auth.py [--seconds 10] [--rounds 5] [--connections 16]
+    python bench/bench_auth.py [--seconds 10] [--rounds 5] [--connections 16] [--breakdown]
+
+``--breakdown`` adds two auth-on servers whose read skips the audit INSERT (one answers at once, one
+first sleeps 0.5 ms without holding the GIL, about what the audited statement's commit keeps a
+thread waiting) and prints CPU time per request by process group (gunicorn user/system, PostgreSQL,
+everything else) from /proc. It separates what the audit costs PostgreSQL from what waiting for it
+costs the GIL-bound workers.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -53,6 +60,55 @@ def unaudited_app() -> Any:
         g.access = AccessContext.unrestricted()
 
     return app
+
+
+def _read_without_audit_insert(wait_seconds: float) -> Any:
+    """gunicorn factory helper: the full server (token, scopes, guard) whose read by id does not
+    insert its audit row, optionally waiting ``wait_seconds`` (GIL released) where the commit was."""
+    import fhirlake.services.crud as crud
+    from fhirlake.store.resources import read_current
+
+    def read_then_wait(conn: Any, res_type: str, res_id: str, audit_row: dict) -> tuple[Any, int, int]:
+        found = read_current(conn, res_type, res_id)
+        if wait_seconds:
+            time.sleep(wait_seconds)
+        return found, 0, 404 if found is None else 410 if found.deleted else 200
+
+    crud.read_current_audited = read_then_wait
+    from fhirlake.server.wsgi import app
+
+    return app
+
+
+def guarded_without_insert_app() -> Any:
+    return _read_without_audit_insert(0.0)
+
+
+def guarded_with_wait_app() -> Any:
+    return _read_without_audit_insert(0.0005)
+
+
+def _cpu_by_group() -> dict[str, int]:
+    """Clock ticks used so far by gunicorn (user, system), PostgreSQL and every other process."""
+    ticks = {"gunicorn user": 0, "gunicorn sys": 0, "postgres": 0, "other": 0}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                name, _, rest = fh.read().rpartition(")")
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue  # the process ended meanwhile
+        fields = rest.split()
+        user, system = int(fields[11]), int(fields[12])
+        if b"gunicorn" in cmdline:
+            ticks["gunicorn user"] += user
+            ticks["gunicorn sys"] += system
+        elif name.endswith("(postgres") or cmdline.startswith(b"postgres"):
+            ticks["postgres"] += user + system
+        else:
+            ticks["other"] += user + system
+    return ticks
 
 
 def _ids(resource_type: str) -> list[str]:
@@ -96,12 +152,16 @@ def _pg_counters(url: str) -> tuple[int, int]:
 def _measured(url: str, db_url: str, lua: Path, seconds: int, connections: int) -> dict[str, Any]:
     time.sleep(1.0)  # let the statistics collector catch up with the previous run
     commits0, rows0 = _pg_counters(db_url)
+    cpu0 = _cpu_by_group()
     result = wrk(url, lua, seconds=seconds, connections=connections)
+    cpu1 = _cpu_by_group()
     time.sleep(1.5)  # outcome updates are asynchronous; statistics are flushed about once a second
     commits1, rows1 = _pg_counters(db_url)
     requests = max(1, round(result["rps"] * seconds))
     result["commits_per_request"] = (commits1 - commits0) / requests
     result["audit_rows_per_request"] = (rows1 - rows0) / requests
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    result["cpu_us"] = {group: (cpu1[group] - cpu0[group]) * tick_us / requests for group in cpu0}
     return result
 
 
@@ -110,6 +170,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--breakdown", action="store_true", help="add the no-INSERT servers and CPU per request")
     args = parser.parse_args()
 
     with scratch_database("fhirlake_bench_auth") as url, tempfile.TemporaryDirectory() as tmp:
@@ -131,6 +192,11 @@ def main() -> None:
             "auth off (anonymous accesses audited)": ("fhirlake.server.wsgi:app", base_env, plain_lua),
             "auth on (token + scope + audit)": ("fhirlake.server.wsgi:app", auth_env, auth_lua),
         }
+        if args.breakdown:
+            configs["auth on, read without audit INSERT"] = ("bench.bench_auth:guarded_without_insert_app()",
+                                                             auth_env, auth_lua)
+            configs["auth on, no INSERT, 0.5 ms wait instead"] = ("bench.bench_auth:guarded_with_wait_app()",
+                                                                   auth_env, auth_lua)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
         with ExitStack() as stack:
             servers = {name: stack.enter_context(gunicorn(app, env)) for name, (app, env, _) in configs.items()}
@@ -156,10 +222,16 @@ def main() -> None:
                   f"  p99 {statistics.median(r.get('p99', 0) for r in results):6.2f} ms"
                   f"  commits/request {statistics.median(r['commits_per_request'] for r in results):.3f}"
                   f"  audit rows/request {statistics.median(r['audit_rows_per_request'] for r in results):.3f}")
-        base, anonymous, full = (medians[name] for name in configs)
+            if args.breakdown:
+                print("    CPU per request (median, us): " + ", ".join(
+                    f"{group} {statistics.median(r['cpu_us'][group] for r in results):.0f}"
+                    for group in results[0]["cpu_us"]))
+        base, anonymous, full = (medians[name] for name in list(configs)[:3])
         print(f"  audit alone (auth off vs no audit):               {100 * (base - anonymous) / base:5.1f}%")
         print(f"  token verification + audit (auth on vs neither):  {100 * (base - full) / base:5.1f}%"
               "  (target <= 15%)")
+        for name in list(configs)[3:]:
+            print(f"  {name} vs neither:  {100 * (base - medians[name]) / base:5.1f}%")
 
 
 if __name__ == "__main__":
