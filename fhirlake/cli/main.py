@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import signal
@@ -104,16 +103,14 @@ def _start_job_processes(url: str, settings: Settings) -> list[subprocess.Popen]
 def _load_sample(engine) -> None:  # noqa: ANN001
     from sqlalchemy import text
 
-    from fhirlake.services.loader import SAMPLE_DIR, load_folder
+    from fhirlake.services.loader import SAMPLE_DIR, folder_bytes, load_folder
 
     with engine.connect() as conn:
         if conn.execute(text("SELECT EXISTS (SELECT 1 FROM resource)")).scalar():
             click.echo("sample data: the database already has resources; nothing loaded")
             return
-    files = [p for p in SAMPLE_DIR.iterdir() if p.name.endswith(".ndjson.gz")]
-    total_expected = sum(sum(1 for _ in gzip.open(p)) for p in files)
-    with click.progressbar(length=total_expected, label="loading sample data") as bar:
-        loaded = load_folder(engine, SAMPLE_DIR, progress=bar.update)
+    with click.progressbar(length=folder_bytes(SAMPLE_DIR), label="loading sample data") as bar:
+        loaded = load_folder(engine, SAMPLE_DIR, progress_bytes=bar.update)
     click.echo(f"sample data: {loaded} resources loaded")
 
 

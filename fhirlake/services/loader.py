@@ -1,69 +1,57 @@
-"""Load NDJSON resources through the store in batches (sample data and small imports).
+"""Load a folder of NDJSON resources through the importer (sample data, tests and benchmarks).
 
-The bulk importer (fhirlake.jobs) builds on the same store call; this module keeps the simplest path
-that `fhirlake serve --sample-data` needs: validate, write versions, index, one transaction per batch.
+One write path: this is ``fhirlake.jobs.imports.ImportRun`` (validation, versions, search index,
+conditional references) with a stricter contract for callers that load known-good data: any
+problem raises instead of being reported to an error file.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 from sqlalchemy import Engine
 
-from fhirlake.services.resource_body import check_body
-from fhirlake.store.resources import WriteOp, write_resources
+from fhirlake.jobs.imports.loader import ImportRun, expand_paths
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-# Referenced types first so that a reader sees a consistent picture early; order is not required.
-_TYPE_ORDER = ["Organization", "Location", "Practitioner", "PractitionerRole", "Patient"]
 
 
-def _open(path: Path):  # noqa: ANN202
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+class LoadError(ValueError):
+    """A resource of a folder expected to be valid was refused."""
 
 
 def iter_ndjson(path: Path) -> Iterator[dict]:
-    with _open(path) as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
         for line in handle:
             line = line.strip()
             if line:
                 yield orjson.loads(line)
 
 
-def _sorted_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))
-
-    def rank(p: Path) -> int:
-        name = p.name.split(".", 1)[0]
-        return _TYPE_ORDER.index(name) if name in _TYPE_ORDER else len(_TYPE_ORDER)
-
-    return sorted(files, key=rank)
+def folder_bytes(folder: Path = SAMPLE_DIR) -> int:
+    """What ``load_folder`` reports progress against: the size of the files it reads."""
+    return sum(source.size for source in expand_paths([folder]))
 
 
-def load_folder(engine: Engine, folder: Path = SAMPLE_DIR, batch_size: int = 500,
-                progress: Callable[[int], None] | None = None) -> int:
-    total = 0
-    for path in _sorted_files(folder):
-        batch: list[WriteOp] = []
-        for resource in iter_ndjson(path):
-            check_body(resource, resource.get("resourceType", ""))
-            batch.append(WriteOp(resource["resourceType"], resource["id"], resource))
-            if len(batch) >= batch_size:
-                total += _flush(engine, batch, progress)
-        total += _flush(engine, batch, progress)
-    return total
+def load_folder(engine: Engine, folder: Path = SAMPLE_DIR,
+                progress_bytes: Callable[[int], None] | None = None) -> int:
+    """Import every NDJSON file of ``folder``; returns the resources loaded or already identical.
 
-
-def _flush(engine: Engine, batch: list[WriteOp], progress: Callable[[int], None] | None) -> int:
-    if not batch:
-        return 0
-    with engine.begin() as conn:
-        write_resources(conn, batch)
-    n = len(batch)
-    batch.clear()
-    if progress:
-        progress(n)
-    return n
+    Raises LoadError naming the first problem when any resource is refused.
+    """
+    errors = io.BytesIO()
+    run = ImportRun(engine, errors, progress_bytes=progress_bytes)
+    try:
+        summary = run.load(expand_paths([folder]))
+    finally:
+        run.close()
+    if summary.errors:
+        first = orjson.loads(errors.getvalue().split(b"\n", 1)[0])
+        raise LoadError(f"{summary.errors} resources of {folder} refused; first: "
+                        f"{first['issue'][0]['diagnostics']}")
+    return summary.loaded + summary.unchanged
