@@ -42,7 +42,8 @@ def load_folder(engine: Engine, folder: Path = SAMPLE_DIR,
                 progress_bytes: Callable[[int], None] | None = None) -> int:
     """Import every NDJSON file of ``folder``; returns the resources loaded or already identical.
 
-    Raises LoadError naming the first problem when any resource is refused.
+    Raises LoadError naming the first problem when any resource is refused; the resources that
+    were valid stay loaded (the importer commits batch by batch).
     """
     errors = io.BytesIO()
     run = ImportRun(engine, errors, progress_bytes=progress_bytes)
